@@ -1,0 +1,10 @@
+"""Callbacks that plug into any ``Trainer``: monitors of representation quality and training schedules."""
+
+from lightning_tl.callbacks.knn import KNNMonitor, knn_predict
+from lightning_tl.callbacks.online_probe import OnlineLinearProbe
+
+__all__ = [
+    "KNNMonitor",
+    "OnlineLinearProbe",
+    "knn_predict",
+]

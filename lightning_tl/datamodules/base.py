@@ -1,0 +1,304 @@
+"""Base class of the image datamodules: supervised or multi-view batches, deterministic and resumable.
+
+Data path: a subclass loads uint8 (C, H, W) image *sources* for the train/val/test splits;
+:class:`~lightning_tl.datamodules.datasets.AugmentedDataset` applies a torchvision v2 transform per
+item; the train loader is a :class:`ResumableDataLoader` over a :class:`SeededSampler`, eval
+loaders use :class:`UnpaddedDistributedSampler`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from lightning_tl.datamodules.datasets import AugmentedDataset, ImageSource, InMemoryImages, channel_mean_std
+from lightning_tl.datamodules.loader import ResumableDataLoader
+from lightning_tl.datamodules.sampling import SeededSampler, UnpaddedDistributedSampler
+from lightning_tl.datamodules.transforms import (
+    MultiViewTransform,
+    RepeatChannels,
+    check_crop_scale,
+    check_jitter_strength,
+    eval_transform,
+    light_train_transform,
+    simclr_view_transform,
+)
+
+SPLITS = ("train", "val", "test")
+
+
+class VisionDataModule(lightning.LightningDataModule):
+    """Image classification / self-supervised datamodule with exact, worker-independent augmentation.
+
+    Train batches are ``(images (B, C, H, W) float32, labels (B,) int64)`` with a light augmentation
+    (random padded crop, flip) when ``num_views == 0``, or ``(views, labels)`` with ``views`` a list
+    of ``num_views`` float32 (B, C, H, W) tensors, each drawn independently with the SimCLR recipe
+    (:func:`simclr_view_transform`), when ``num_views >= 2``; the last incomplete batch is then dropped.
+    Val/test batches are always ``(images, labels)`` with the deterministic eval transform.
+
+    Every train sample's augmentation is seeded from ``(seed, epoch, index)``, so batches do not
+    depend on ``num_workers``, on worker order or on the global RNG, and a run resumed from a
+    checkpoint, also one saved in the middle of an epoch, sees exactly the batches it would have seen.
+
+    Args:
+        batch_size: per-process batch size.
+        num_workers: DataLoader worker processes.
+        num_views: 0 for supervised batches, >= 2 for multi-view SSL batches.
+        image_size: side of the images the model sees; ``None`` keeps the data's native size.
+        rgb: repeat 1-channel images to 3 channels (for RGB-only backbones).
+        seed: seed of the splits, the shuffling and the augmentations.
+        crop_scale: (min, max) area fraction of the SimCLR random resized crop.
+        jitter_strength: SimCLR colour-distortion strength s in [0, 2.5].
+        blur: SimCLR Gaussian blur; ``None`` = on when ``image_size >= 32``.
+        hflip: random horizontal flips (SSL views and supervised training).
+        pin_memory, persistent_workers: passed to the DataLoaders.
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        num_views: int = 0,
+        image_size: int | None = None,
+        rgb: bool = False,
+        seed: int = 0,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        jitter_strength: float = 0.5,
+        blur: bool | None = None,
+        hflip: bool = True,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 (0 loads in the main process), got {num_workers}")
+        if num_views == 1 or num_views < 0:
+            raise ValueError(f"num_views must be 0 (supervised) or >= 2 (multi-view SSL), got {num_views}")
+        if image_size is not None and image_size < 1:
+            raise ValueError(
+                f"image_size must be a positive number of pixels or None (native size), got {image_size}"
+            )
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        check_crop_scale(crop_scale)
+        check_jitter_strength(jitter_strength)
+        if persistent_workers and num_workers == 0:
+            raise ValueError(
+                "persistent_workers=True needs num_workers >= 1; set num_workers or drop persistent_workers"
+            )
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.num_views = num_views
+        self.rgb = rgb
+        self.seed = seed
+        self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
+        self.jitter_strength = jitter_strength
+        self.blur = blur
+        self.hflip = hflip
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self._image_size = image_size
+        self._splits: dict[str, ImageSource] | None = None
+        self._mean: list[float] | None = None
+        self._std: list[float] | None = None
+        self._train_loader: ResumableDataLoader | None = None
+        self._pending_loader_state: dict[str, Any] | None = None
+
+    # ----------------------------------------------------------------- subclass interface
+    # A subclass defines num_classes, class_names, _native_image_size, _native_channels and
+    # _load_splits; _mean_std and _resize_steps have defaults for in-memory data.
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (0 for unlabelled data)."""
+        raise NotImplementedError(f"{type(self).__name__} must define num_classes")
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names, index = label."""
+        raise NotImplementedError(f"{type(self).__name__} must define class_names")
+
+    def _native_image_size(self) -> int:
+        """Side of the stored images when ``image_size`` is None."""
+        raise NotImplementedError(f"{type(self).__name__} must define _native_image_size")
+
+    def _native_channels(self) -> int:
+        """1 for grayscale data, 3 for colour."""
+        raise NotImplementedError(f"{type(self).__name__} must define _native_channels")
+
+    def _load_splits(self) -> dict[str, ImageSource]:
+        """Sources for "train", "val" and "test"; in-memory ones already at ``image_size``."""
+        raise NotImplementedError(f"{type(self).__name__} must define _load_splits")
+
+    def _mean_std(self, train: ImageSource) -> tuple[list[float], list[float]]:
+        """Normalisation constants; default: exact statistics of an in-memory train split."""
+        if not isinstance(train, InMemoryImages):
+            raise NotImplementedError(
+                f"{type(self).__name__} must define _mean_std for {type(train).__name__}"
+            )
+        return channel_mean_std(train.images)
+
+    def _resize_steps(self) -> list[Callable[[Tensor], Tensor]]:
+        """Steps that bring a stored image to (C, image_size, image_size) for eval and supervised training."""
+        return []
+
+    # ----------------------------------------------------------------- resolved properties
+    @property
+    def image_size(self) -> int:
+        """Side of the images in every batch (the native size when constructed with ``image_size=None``)."""
+        return self._image_size if self._image_size is not None else self._native_image_size()
+
+    @property
+    def num_channels(self) -> int:
+        """Channels in every batch: 3 with ``rgb=True`` or colour data, else 1."""
+        return 3 if self.rgb else self._native_channels()
+
+    @property
+    def mean(self) -> list[float]:
+        """Per-channel normalisation mean (available after ``setup``)."""
+        self._ensure_setup()
+        assert self._mean is not None
+        return self._mean
+
+    @property
+    def std(self) -> list[float]:
+        """Per-channel normalisation std (available after ``setup``)."""
+        self._ensure_setup()
+        assert self._std is not None
+        return self._std
+
+    # ----------------------------------------------------------------- Lightning hooks
+    def setup(self, stage: str | None = None) -> None:
+        """Load all three splits once (cheap: in-memory arrays or file lists)."""
+        if self._splits is not None:
+            return
+        splits = self._load_splits()
+        mean, std = self._mean_std(splits["train"])
+        if self.rgb and len(mean) == 1:
+            mean, std = mean * 3, std * 3
+        self._splits, self._mean, self._std = splits, mean, std
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position of the train loader in its epoch, so a mid-epoch checkpoint resumes exactly.
+
+        Lightning also saves the loader's own ``state_dict`` (it is ``_Stateful``), but it does not
+        load it back when ``trainer.estimated_stepping_batches`` was used in ``configure_optimizers``
+        (Lightning issue #20550): the datamodule's state is restored before that, so it is kept here too.
+        """
+        loader = self._current_train_loader()
+        return {"train_loader": loader.state_dict()} if loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Apply the saved train-loader position to the next (or the current, not yet iterated) loader."""
+        state = state_dict.get("train_loader")
+        if not state:
+            return
+        if self._train_loader is not None:  # created before the restore (Lightning's early setup_data)
+            self._train_loader.load_state_dict(state)
+        else:
+            self._pending_loader_state = state
+
+    def _current_train_loader(self) -> ResumableDataLoader | None:
+        trainer = self.trainer
+        if trainer is not None:
+            loader = trainer.train_dataloader  # what the fit loop iterates (Lightning may re-create loaders)
+            if isinstance(loader, ResumableDataLoader):
+                return loader
+        return self._train_loader
+
+    def _ensure_setup(self) -> dict[str, ImageSource]:
+        if self._splits is None:
+            self.setup()
+        assert self._splits is not None
+        return self._splits
+
+    # ----------------------------------------------------------------- transforms
+    def _channel_steps(self) -> list[Callable[[Tensor], Tensor]]:
+        return [RepeatChannels(3)] if self.rgb else []
+
+    def eval_transform(self) -> v2.Compose:
+        """uint8 (C, H, W) -> float (num_channels, image_size, image_size), deterministic."""
+        tail = eval_transform(self.num_channels, self.mean, self.std)
+        return v2.Compose([*self._resize_steps(), *self._channel_steps(), tail])
+
+    def train_transform(self) -> Callable[[Tensor], Any]:
+        """Supervised: light augmentation; SSL: :class:`MultiViewTransform` of ``num_views`` SimCLR views."""
+        if self.num_views == 0:
+            tail = light_train_transform(self.image_size, self.num_channels, self.hflip, self.mean, self.std)
+            return v2.Compose([*self._resize_steps(), *self._channel_steps(), tail])
+        view = simclr_view_transform(
+            self.image_size,
+            self.num_channels,
+            crop_scale=self.crop_scale,
+            jitter_strength=self.jitter_strength,
+            blur=self.blur,
+            hflip=self.hflip,
+            mean=self.mean,
+            std=self.std,
+        )
+        return MultiViewTransform([v2.Compose([*self._channel_steps(), view])] * self.num_views)
+
+    # ----------------------------------------------------------------- datasets and loaders
+    def labelled_dataset(self, split: str) -> Dataset:
+        """Items ``(x float (C, H, W) normalised with the eval transform, y int)`` of ``split``.
+
+        ``split`` is "train", "val" or "test"; used e.g. to build a kNN feature bank from "train".
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return AugmentedDataset(self._ensure_setup()[split], self.eval_transform())
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        """Shuffled, seeded, resumable train batches (see the class docstring for their structure)."""
+        source = self._ensure_setup()["train"]
+        ssl = self.num_views >= 2
+        sampler = SeededSampler(len(source), shuffle=True, seed=self.seed, drop_last=ssl)
+        if ssl and sampler.num_samples < self.batch_size:
+            raise ValueError(
+                f"the train split has {sampler.num_samples} images per process, fewer than batch_size="
+                f"{self.batch_size}; multi-view batches drop the incomplete last batch, so no batch would "
+                f"be left: lower batch_size"
+            )
+        loader = ResumableDataLoader(
+            AugmentedDataset(source, self.train_transform()),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=ssl,
+            **self._loader_kwargs(),
+        )
+        if self._pending_loader_state is not None:  # resuming: continue the saved epoch
+            loader.load_state_dict(self._pending_loader_state)
+            self._pending_loader_state = None
+        self._train_loader = loader
+        return loader
+
+    def val_dataloader(self) -> DataLoader:
+        """Val split in order, eval transform; under DDP each index is on exactly one rank."""
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test split in order, eval transform; under DDP each index is on exactly one rank."""
+        return self._eval_loader("test")
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        dataset = AugmentedDataset(self._ensure_setup()[split], self.eval_transform())
+        sampler = UnpaddedDistributedSampler(len(dataset))
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, **self._loader_kwargs())
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        # A private generator: a DataLoader draws its workers' base seed from it whenever an iterator
+        # is created, which would otherwise consume the global RNG (and shift it on resume).
+        return {
+            "generator": torch.Generator().manual_seed(self.seed),
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers,
+        }

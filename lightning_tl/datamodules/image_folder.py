@@ -1,0 +1,257 @@
+"""Images in a folder: one subfolder per class (labelled) or any tree of images (unlabelled)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import v2
+
+from lightning_tl.datamodules.base import VisionDataModule
+from lightning_tl.datamodules.datasets import ImageSource
+from lightning_tl.datamodules.splits import check_fractions, fraction_to_count, stratified_split
+from lightning_tl.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+#: Formats ``torchvision.io.decode_image`` reads.
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")
+
+
+def decode(path: str, channels: int | None = None) -> Tensor:
+    """Decode ``path`` to uint8 (C, H, W); ``channels=3`` converts to RGB, ``1`` insists on grayscale.
+
+    Animated GIFs give their first frame; 16-bit PNGs are scaled to 8 bits; an alpha channel is dropped.
+    Raises ``RuntimeError`` naming the file when it cannot be decoded, and ``ValueError`` when a
+    colour image turns up in a data set read as grayscale.
+    """
+    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.UNCHANGED
+    try:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of TorchCodec
+            warnings.filterwarnings("ignore", message="The image decoding", category=DeprecationWarning)
+            image = decode_image(path, mode=mode)
+    except (RuntimeError, ValueError, OSError) as err:
+        raise RuntimeError(
+            f"cannot decode image file {path}: {str(err).rstrip('.')}. Remove or replace the file."
+        ) from err
+    if image.ndim == 4:
+        image = image[0]  # (C, H, W): first frame
+    if image.dtype == torch.uint16:
+        image = (image.float() / 257).round().to(torch.uint8)
+    if channels == 1 and image.shape[0] >= 3:
+        raise ValueError(
+            f"{path} is a colour image, but the data set is read as grayscale because its first image is; "
+            "pass rgb=True to read every image as RGB"
+        )
+    return image[:1] if image.shape[0] == 2 else image[:3]  # drop alpha
+
+
+class FolderImages:
+    """Image files decoded lazily to uint8 (channels, H, W), with integer labels (-1: unlabelled)."""
+
+    def __init__(self, paths: list[str], labels: list[int], channels: int) -> None:
+        self.paths = paths
+        self.labels = labels
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, index: int) -> Tensor:
+        return decode(self.paths[index], self.channels)
+
+    def label(self, index: int) -> int:
+        return self.labels[index]
+
+    def subset(self, indices: Tensor) -> FolderImages:
+        rows = indices.tolist()
+        return FolderImages([self.paths[i] for i in rows], [self.labels[i] for i in rows], self.channels)
+
+
+def _images_under(folder: Path, extensions: Sequence[str]) -> list[Path]:
+    """Image files anywhere below ``folder`` (hidden files and folders skipped), sorted."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in extensions
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+class ImageFolderDataModule(VisionDataModule):
+    """Your own images: ``root/<class>/**/<image>`` (``labelled=True``) or any tree (``labelled=False``).
+
+    Labelled: class names are the sorted subfolder names of ``root`` (as torchvision's
+    ``ImageFolder``; files directly in ``root`` are ignored), val/test are stratified fractions fixed
+    by ``seed``. Unlabelled: every image below ``root`` with label -1, random val/test fractions;
+    ``labelled_dataset`` then raises. For a separate validation folder, make a second datamodule.
+
+    Images are decoded per item (``torchvision.io.decode_image``). Channels follow the first file
+    (sorted order): colour -> 3, grayscale -> 1 (a later colour file then raises), ``rgb=True`` reads
+    all as RGB. ``image_size=None`` takes the shorter side of that first file. Eval and supervised
+    training resize the shorter side to ``image_size`` and centre-crop; SSL views are random
+    resized crops of the full image. A corrupt file raises an error naming it (never skipped).
+    Normalisation: ``mean``/``std`` if given, else ImageNet's (their mean for 1 channel).
+
+    Args:
+        root: the image folder.
+        labelled: class subfolders (True) or unlabelled tree (False).
+        val_fraction, test_fraction: held-out fractions of the images.
+        extensions: file suffixes read (case-insensitive).
+        mean, std: normalisation constants (1 or num_channels values each), or None.
+        other arguments: see :class:`VisionDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        labelled: bool = True,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.0,
+        extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        image_size: int | None = None,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        num_views: int = 0,
+        rgb: bool = False,
+        seed: int = 0,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        jitter_strength: float = 0.5,
+        blur: bool | None = None,
+        hflip: bool = True,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            num_views=num_views,
+            image_size=image_size,
+            rgb=rgb,
+            seed=seed,
+            crop_scale=crop_scale,
+            jitter_strength=jitter_strength,
+            blur=blur,
+            hflip=hflip,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+        )
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"image folder root={root!r} does not exist or is not a directory")
+        check_fractions(val_fraction, test_fraction)
+        if not extensions:
+            raise ValueError("extensions must list at least one file suffix, e.g. ('.png', '.jpg')")
+        if (mean is None) != (std is None):
+            raise ValueError(f"give both mean and std or neither, got mean={mean}, std={std}")
+        for name, values in (("mean", mean), ("std", std)):
+            if values is not None and len(values) not in (1, 3):
+                raise ValueError(f"{name} needs 1 or 3 values (one per channel), got {values}")
+        self.root = root
+        self.labelled = labelled
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.extensions = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+        self.mean_arg = mean
+        self.std_arg = std
+        self._scan_cache: FolderImages | None = None
+        self._classes: list[str] = []
+        self._first_shape: tuple[int, int, int] | None = None
+        self.save_hyperparameters()
+
+    # ----------------------------------------------------------------- scanning
+    def _scan(self) -> FolderImages:
+        """List the files (cached) and read the first one for channels and size."""
+        if self._scan_cache is not None:
+            return self._scan_cache
+        root = Path(self.root)
+        searched = f"extensions {self.extensions}"
+        paths: list[Path] = []
+        labels: list[int] = []
+        if self.labelled:
+            classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+            if not classes:
+                flat = (
+                    "; it holds images directly, pass labelled=False"
+                    if _images_under(root, self.extensions)
+                    else ""
+                )
+                raise FileNotFoundError(
+                    f"labelled=True expects one subfolder per class (root/<class>/<image>) but {root} has no "
+                    f"subfolders{flat}"
+                )
+            for label, name in enumerate(classes):
+                files = _images_under(root / name, self.extensions)
+                if not files:
+                    raise FileNotFoundError(
+                        f"class folder {root / name} has no images ({searched}); remove it"
+                    )
+                paths += files
+                labels += [label] * len(files)
+            self._classes = classes
+        else:
+            paths = _images_under(root, self.extensions)
+            labels = [-1] * len(paths)
+        if not paths:
+            raise FileNotFoundError(f"no images found under {root} (searched recursively for {searched})")
+        first = decode(str(paths[0]), 3 if self.rgb else None)
+        self._first_shape = (1 if first.shape[0] == 1 else 3, first.shape[1], first.shape[2])
+        channels = 3 if self.rgb else self._first_shape[0]
+        self._scan_cache = FolderImages([str(p) for p in paths], labels, channels)
+        return self._scan_cache
+
+    # ----------------------------------------------------------------- VisionDataModule interface
+    @property
+    def num_classes(self) -> int:
+        """Number of class subfolders (0 when unlabelled)."""
+        self._scan()
+        return len(self._classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        self._scan()
+        return list(self._classes)
+
+    def _native_image_size(self) -> int:
+        self._scan()
+        assert self._first_shape is not None
+        return min(self._first_shape[1:])
+
+    def _native_channels(self) -> int:
+        return self._scan().channels
+
+    def _load_splits(self) -> dict[str, ImageSource]:
+        data = self._scan()
+        n = len(data)
+        sizes = [fraction_to_count(self.val_fraction, n), fraction_to_count(self.test_fraction, n)]
+        train, val, test = stratified_split(data.labels, sizes, seed=self.seed)
+        return {"train": data.subset(train), "val": data.subset(val), "test": data.subset(test)}
+
+    def _mean_std(self, train: ImageSource) -> tuple[list[float], list[float]]:
+        channels = self._native_channels()
+        if self.mean_arg is not None and self.std_arg is not None:
+            mean, std = list(self.mean_arg), list(self.std_arg)
+        elif channels == 3:
+            mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+        else:
+            mean, std = [sum(IMAGENET_MEAN) / 3], [sum(IMAGENET_STD) / 3]
+        if len(mean) == 1 and channels == 3:
+            mean, std = mean * 3, std * 3
+        return mean, std
+
+    def _resize_steps(self) -> list[Callable[[Tensor], Tensor]]:
+        return [v2.Resize(self.image_size, antialias=True), v2.CenterCrop(self.image_size)]
+
+    def labelled_dataset(self, split: str) -> Dataset:
+        if not self.labelled:
+            raise ValueError(
+                f"ImageFolderDataModule(labelled=False) has no labels, so labelled_dataset({split!r}) is "
+                "unavailable; use a folder with one subfolder per class and labelled=True"
+            )
+        return super().labelled_dataset(split)

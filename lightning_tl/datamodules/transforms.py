@@ -1,0 +1,208 @@
+"""Image transforms on uint8 (C, H, W) tensors: the SimCLR view recipe, multi-view, train and eval.
+
+Every pipeline takes a uint8 image tensor (C, H, W) with C in {1, 3} and ends with
+``ToDtype(float32, scale=True)`` + ``Normalize(mean, std)``, returning float32 (C, size, size).
+All randomness comes from torch's global RNG, so a caller that seeds it per sample (see
+:class:`~lightning_tl.datamodules.datasets.AugmentedDataset`) gets reproducible views.
+
+Reference: T. Chen, S. Kornblith, M. Norouzi, G. Hinton, "A Simple Framework for Contrastive
+Learning of Visual Representations" (SimCLR), ICML 2020, arXiv:2002.05709, appendix A.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchvision.transforms import v2
+
+#: ImageNet statistics, the usual choice for images fed to ImageNet-pretrained backbones.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class MultiViewTransform:
+    """Apply each transform to the same image and return the list of results (one per view).
+
+    With ``[t] * n`` the n views are independent draws of the same random recipe, as in SimCLR
+    ("we sample two separate data augmentation operators from the same family", Chen et al. 2020).
+
+    Example::
+
+        >>> views = MultiViewTransform([v2.Identity(), v2.Identity()])(torch.zeros(1, 4, 4))
+        >>> len(views)
+        2
+    """
+
+    def __init__(self, transforms: Sequence[Callable[[Any], Any]]) -> None:
+        if len(transforms) == 0:
+            raise ValueError("MultiViewTransform needs at least one transform, got an empty sequence")
+        self.transforms = list(transforms)
+
+    def __call__(self, image: Any) -> list[Any]:
+        return [transform(image) for transform in self.transforms]
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(t) for t in self.transforms)
+        return f"{type(self).__name__}([\n  {inner}\n])"
+
+
+class RepeatChannels:
+    """Repeat a 1-channel uint8 image to ``channels`` channels; other images pass unchanged.
+
+    Used with ``rgb=True`` so grayscale data sets feed RGB-only (e.g. ImageNet-pretrained) backbones.
+    """
+
+    def __init__(self, channels: int = 3) -> None:
+        self.channels = channels
+
+    def __call__(self, image: Tensor) -> Tensor:
+        if image.shape[-3] == 1 and self.channels != 1:
+            return image.repeat(self.channels, 1, 1)  # (channels, H, W)
+        return image
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(channels={self.channels})"
+
+
+def blur_kernel_size(image_size: int) -> int:
+    """Odd Gaussian kernel size of about 10% of ``image_size`` (SimCLR appendix A), at least 3."""
+    return max(3, int(0.1 * image_size) // 2 * 2 + 1)
+
+
+def _check_channels(channels: int) -> None:
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+
+
+def _check_image_size(image_size: int) -> None:
+    if image_size < 1:
+        raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
+
+
+def normalize(channels: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    """uint8 -> float32 in [0, 1] -> ``(x - mean) / std``; a 1-element mean/std is repeated per channel."""
+    _check_channels(channels)
+    mean, std = tuple(mean), tuple(std)
+    if len(mean) == 1:
+        mean = mean * channels
+    if len(std) == 1:
+        std = std * channels
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(
+            f"mean and std need 1 or {channels} values for {channels}-channel images, "
+            f"got mean={mean} and std={std}"
+        )
+    if any(s <= 0 for s in std):
+        raise ValueError(f"std values must be positive, got {std}")
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+
+
+def simclr_view_transform(
+    image_size: int,
+    channels: int,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    jitter_strength: float = 0.5,
+    blur: bool | None = None,
+    hflip: bool = True,
+    mean: Sequence[float] = (0.5,),
+    std: Sequence[float] = (0.5,),
+) -> v2.Compose:
+    """One random SimCLR view of a uint8 (C, H, W) image, as float32 (C, image_size, image_size).
+
+    The recipe of Chen et al. 2020 (SimCLR, appendix A), in the paper's order:
+
+    1. random crop of ``crop_scale`` of the area (aspect ratio in [3/4, 4/3]) resized to ``image_size``;
+    2. random horizontal flip (when ``hflip``);
+    3. colour distortion: ``ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)`` with probability 0.8 and
+       ``s = jitter_strength`` (the paper uses s=1 on ImageNet, s=0.5 on CIFAR-10), then random
+       grayscale with probability 0.2. On 1-channel images only brightness and contrast are
+       jittered (saturation and hue are undefined on one channel) and there is no grayscale step;
+    4. Gaussian blur with probability 0.5: "We randomly sample sigma in [0.1, 2.0], and the kernel
+       size is set to be 10% of the image height/width." ``blur=None`` turns it on for
+       ``image_size >= 32`` (the paper leaves it out on 32 px CIFAR-10; below that a 3 px kernel
+       wipes out most detail), ``True``/``False`` force it;
+    5. ``ToDtype(float32, scale=True)`` and ``Normalize(mean, std)``.
+
+    Args:
+        image_size: output side in pixels.
+        channels: 1 or 3, the channel count of the input (and output).
+        crop_scale: (min, max) fraction of the image area kept by the random crop.
+        jitter_strength: colour distortion strength s, in [0, 2.5] (hue 0.2s must stay <= 0.5).
+        blur: Gaussian blur on, off, or ``None`` for automatic (on when ``image_size >= 32``).
+        hflip: random horizontal flip.
+        mean, std: normalisation constants, 1 value (repeated) or ``channels`` values.
+    """
+    _check_image_size(image_size)
+    _check_channels(channels)
+    check_crop_scale(crop_scale)
+    check_jitter_strength(jitter_strength)
+    s = jitter_strength
+    steps: list[Callable[[Any], Any]] = [
+        v2.RandomResizedCrop(image_size, scale=tuple(crop_scale), antialias=True)
+    ]
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if s > 0:
+        if channels == 3:
+            jitter = v2.ColorJitter(brightness=0.8 * s, contrast=0.8 * s, saturation=0.8 * s, hue=0.2 * s)
+        else:
+            jitter = v2.ColorJitter(brightness=0.8 * s, contrast=0.8 * s)
+        steps.append(v2.RandomApply([jitter], p=0.8))
+    if channels == 3:
+        steps.append(v2.RandomGrayscale(p=0.2))
+    if blur is None:
+        blur = image_size >= 32
+    if blur:
+        kernel = blur_kernel_size(image_size)
+        steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5))
+    steps.append(normalize(channels, mean, std))
+    return v2.Compose(steps)
+
+
+def light_train_transform(
+    image_size: int,
+    channels: int,
+    hflip: bool = True,
+    mean: Sequence[float] = (0.5,),
+    std: Sequence[float] = (0.5,),
+) -> v2.Compose:
+    """Supervised train augmentation for a uint8 (C, image_size, image_size) image.
+
+    Random ``image_size`` crop after zero padding of ``image_size // 8`` pixels (at least 1) per side
+    (the standard CIFAR recipe: 4 px at 32 px), random horizontal flip when ``hflip``, then
+    ``ToDtype`` + ``Normalize``.
+    """
+    _check_image_size(image_size)
+    steps: list[Callable[[Any], Any]] = [v2.RandomCrop(image_size, padding=max(1, image_size // 8))]
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps.append(normalize(channels, mean, std))
+    return v2.Compose(steps)
+
+
+def eval_transform(
+    channels: int, mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.5,)
+) -> v2.Compose:
+    """Deterministic evaluation transform: ``ToDtype(float32, scale=True)`` + ``Normalize``."""
+    return normalize(channels, mean, std)
+
+
+def check_crop_scale(crop_scale: Sequence[float]) -> None:
+    """Raise ``ValueError`` unless ``crop_scale`` is (min, max) with 0 < min <= max <= 1."""
+    if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+        raise ValueError(
+            f"crop_scale must be (min, max) area fractions with 0 < min <= max <= 1, e.g. (0.08, 1.0); "
+            f"got {tuple(crop_scale)}"
+        )
+
+
+def check_jitter_strength(jitter_strength: float) -> None:
+    """Raise ``ValueError`` unless 0 <= ``jitter_strength`` <= 2.5 (hue jitter 0.2s must be <= 0.5)."""
+    if not 0 <= jitter_strength <= 2.5:
+        raise ValueError(
+            f"jitter_strength must be in [0, 2.5] (0 disables colour jitter; SimCLR uses 0.5 on CIFAR, "
+            f"1.0 on ImageNet), got {jitter_strength}"
+        )

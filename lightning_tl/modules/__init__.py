@@ -1,0 +1,5 @@
+"""LightningModules: each composes a backbone, a head and a loss; see each class's overridable steps."""
+
+from lightning_tl.modules.simclr import SimCLR
+
+__all__ = ["SimCLR"]

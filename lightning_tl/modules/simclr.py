@@ -1,0 +1,204 @@
+"""SimCLR as a LightningModule: two augmented views, a shared encoder, a projection MLP, NT-Xent.
+
+Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning of Visual
+Representations", ICML 2020.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from lightning_tl import distributed as dist
+from lightning_tl.backbones import create_backbone
+from lightning_tl.heads import SimCLRProjectionHead
+from lightning_tl.losses import nt_xent_loss
+from lightning_tl.modules._rng import load_rng_states, save_rng_states
+from lightning_tl.optim import OptimizerFactory, create_optimizer, param_groups, warmup_cosine_scheduler
+
+
+class SimCLR(L.LightningModule):
+    """Self-supervised pre-training with SimCLR.
+
+    Batches are ``(views, labels)``: a list of at least two (B, C, H, W) views of the same images
+    (``num_views: 2`` in our datamodules); labels are only passed on to evaluation callbacks. With
+    more than two views the loss is averaged over every pair of views.
+
+    Overridable steps, in the order a training step calls them: :meth:`encode` (backbone features),
+    :meth:`project` (projection head), :meth:`compute_loss` (NT-Xent over view pairs); and
+    :meth:`build_optimizer` / :meth:`build_scheduler`.
+
+    Args:
+        backbone: ``create_backbone`` name (``"resnet18"``, ``"timm/resnet26"``).
+        pretrained: local weight file for the backbone, or None for random init.
+        small_input: 3x3 stride-1 stem without max-pool, for 8-32 px images (paper, Appendix B.9).
+        in_channels: image channels; linked from the datamodule by the CLI.
+        num_classes: number of labelled classes, linked from the datamodule; not used for training,
+            kept so evaluation callbacks and subclasses can read it.
+        hidden_dim: projection MLP width; None takes the backbone's feature width (the paper's choice).
+        output_dim: projection output (128 in the paper).
+        head_layers: Linear layers in the projection head (2 in SimCLR, 3 in SimCLR v2).
+        temperature: NT-Xent tau; 0.5 suits small data and batches (paper Table 5, B.9 uses 0.5 for CIFAR-10).
+        gather_distributed: take negatives from every rank under DDP.
+        optimizer: a timm optimizer name (``"lars"``, ``"sgd"``, ``"adamw"``, ...) or a callable taking
+            param groups and returning an optimizer (``class_path: torch.optim.SGD`` in a config).
+        lr: base learning rate; None applies the paper's square-root scaling 0.075 * sqrt(global batch)
+            (Appendix B.1), meant for LARS/SGD; set it for other optimizers.
+        weight_decay: applied to weights with ndim >= 2 only (1e-6 in the paper with LARS).
+        momentum: for SGD-type optimizers.
+        warmup_epochs: linear warm-up length before cosine decay (10 in the paper); may be fractional.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        pretrained: str | None = None,
+        small_input: bool = True,
+        in_channels: int = 3,
+        num_classes: int | None = None,
+        hidden_dim: int | None = None,
+        output_dim: int = 128,
+        head_layers: int = 2,
+        temperature: float = 0.5,
+        gather_distributed: bool = True,
+        optimizer: str | OptimizerFactory = "lars",
+        lr: float | None = None,
+        weight_decay: float = 1e-6,
+        momentum: float = 0.9,
+        warmup_epochs: float = 10.0,
+    ) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(
+                f"temperature must be > 0, got {temperature}; the paper uses 0.1-1.0 (0.5 here)."
+            )
+        if lr is not None and not lr > 0:
+            raise ValueError(f"lr must be > 0 or None (square-root scaling), got {lr}.")
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
+        if lr is None and isinstance(optimizer, str) and optimizer.lower() not in {"lars", "sgd"}:
+            raise ValueError(
+                f"lr=None scales the learning rate for LARS/SGD only; set lr for optimizer={optimizer!r}."
+            )
+        self.save_hyperparameters(ignore=["optimizer"] if callable(optimizer) else None)
+        self.optimizer = optimizer
+        self.temperature = temperature
+        self.gather_distributed = gather_distributed
+        self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
+        self.warmup_epochs = warmup_epochs
+        self.backbone = create_backbone(
+            backbone, pretrained=pretrained, small_input=small_input, in_chans=in_channels
+        )
+        width = self.backbone.num_features
+        self.projection_head = SimCLRProjectionHead(width, hidden_dim or width, output_dim, head_layers)
+
+    # ---- the steps a subclass overrides -------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        """Images (B, C, H, W) -> representation h (B, F): what downstream tasks use."""
+        return self.backbone(x)
+
+    def project(self, h: Tensor) -> Tensor:
+        """Representation (B, F) -> projection z (B, output_dim) that the loss sees."""
+        return self.projection_head(h)
+
+    def compute_loss(self, projections: list[Tensor]) -> Tensor:
+        """NT-Xent averaged over every pair of views; ``projections`` holds one (B, D) tensor per view."""
+        pairs = list(combinations(projections, 2))
+        losses = [nt_xent_loss(a, b, self.temperature, gather=self.gather_distributed) for a, b in pairs]
+        return torch.stack(losses).mean()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Representation of images (B, C, H, W) -> (B, F)."""
+        return self.encode(x)
+
+    # ---- Lightning hooks --------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and datamodule is not None:
+            views = getattr(datamodule, "num_views", None)
+            if views is not None and views < 2:
+                raise ValueError(
+                    f"SimCLR trains on multi-view batches but the datamodule has num_views={views}; "
+                    "set data num_views: 2 (or more)."
+                )
+            batch = getattr(datamodule, "batch_size", None)
+            if batch is not None and batch * dist.world_size() < 2:
+                raise ValueError(
+                    f"SimCLR needs at least 2 images per global batch for negatives; got batch_size={batch}. "
+                    "Use batch_size >= 2 (the paper uses 256-8192; 128-512 suits small data)."
+                )
+
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        views, labels = _split_views(batch)
+        n = views[0].shape[0]
+        h = self.encode(torch.cat(views))  # (V*B, F): one pass keeps BN statistics over all views
+        z = self.project(h)  # (V*B, D)
+        loss = self.compute_loss(list(z.split(n)))
+        self.log("train_loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
+        return {"loss": loss, "features": h[:n].detach(), "labels": labels}
+
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        x, labels = batch
+        return {"features": self.encode(x), "labels": labels}
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.build_optimizer()
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.build_scheduler(optimizer), "interval": "step"},
+        }
+
+    def build_optimizer(self) -> Optimizer:
+        """The optimizer over the trainable parameters, no weight decay on 1-D ones."""
+        if callable(self.optimizer):
+            return self.optimizer(param_groups(self, self.weight_decay))
+        return create_optimizer(self, self.optimizer, self.base_lr(), self.weight_decay, self.momentum)
+
+    def build_scheduler(self, optimizer: Optimizer) -> Any:
+        """Per-step linear warm-up then cosine decay over the whole run."""
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
+        steps_per_epoch = total / epochs if epochs else 0
+        if epochs is None and self.warmup_epochs > 0:
+            raise ValueError(
+                "warmup_epochs needs trainer.max_epochs; set it, or warmup_epochs: 0 with max_steps."
+            )
+        warmup = min(total, round(self.warmup_epochs * steps_per_epoch))
+        return warmup_cosine_scheduler(optimizer, warmup, total)
+
+    def base_lr(self) -> float:
+        """``lr`` if given, else 0.075 * sqrt(global batch size) (SimCLR, Appendix B.1)."""
+        if self.lr is not None:
+            return float(self.lr)
+        batch = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
+        if batch is None:
+            raise ValueError("lr=None needs a datamodule with batch_size to scale from; set lr explicitly.")
+        global_batch = batch * dist.world_size() * self.trainer.accumulate_grad_batches
+        return 0.075 * math.sqrt(global_batch)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        save_rng_states(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        load_rng_states(checkpoint)
+
+
+def _split_views(batch: Any) -> tuple[list[Tensor], Tensor]:
+    """``(views, labels)`` -> (list of >= 2 equally shaped views, labels)."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], (tuple, list))):
+        raise ValueError(
+            "SimCLR expects batches (views, labels) where views is a list of >= 2 image tensors; "
+            f"got {type(batch).__name__}. Set the datamodule's num_views: 2."
+        )
+    views, labels = batch
+    if len(views) < 2:
+        raise ValueError(f"SimCLR needs >= 2 views per image, got {len(views)}; set num_views: 2.")
+    if any(v.shape != views[0].shape for v in views):
+        raise ValueError(f"all views must share one shape, got {[tuple(v.shape) for v in views]}.")
+    return list(views), labels

@@ -1,0 +1,50 @@
+"""Under real DDP (2 gloo processes) Lightning keeps our samplers; val covers each image exactly once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_tl.datamodules import DigitsDataModule, ResumableDataLoader, SeededSampler
+from lightning_tl.datamodules.datasets import AugmentedDataset
+
+WORKER = Path(__file__).with_name("_datamodule_ddp_worker.py")
+
+
+@pytest.mark.ddp
+def test_digits_under_ddp(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(WORKER), str(tmp_path)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for result in ranks:
+        assert result["samplers"] == {"train": "SeededSampler", "val": "UnpaddedDistributedSampler"}
+
+    # validation: the two shards together are the single-process val split, each image once
+    dm = DigitsDataModule(batch_size=32, num_views=2, seed=0)
+    val = dm.labelled_dataset("val")
+    expected = sorted((round(float(x.sum()), 3), y) for x, y in (val[i] for i in range(len(val))))
+    assert sorted(ranks[0]["val"] + ranks[1]["val"]) == expected
+
+    # training: rank r gets exactly the batches of SeededSampler(num_replicas=2, rank=r)
+    train = AugmentedDataset(dm._ensure_setup()["train"], dm.train_transform())
+    for rank, result in enumerate(ranks):
+        sampler = SeededSampler(len(train), seed=0, drop_last=True, num_replicas=2, rank=rank)
+        loader = ResumableDataLoader(train, batch_size=32, sampler=sampler, drop_last=True)
+        for (v0, v1, y), (views, labels) in zip(result["train"], loader, strict=False):
+            assert torch.equal(v0, views[0]) and torch.equal(v1, views[1]) and torch.equal(y, labels)
+        assert len(result["train"]) == 3
+    # the ranks saw different images
+    assert not torch.equal(ranks[0]["train"][0][2], ranks[1]["train"][0][2])

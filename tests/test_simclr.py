@@ -1,0 +1,137 @@
+"""SimCLR module: training contract, exact resume, optimizer choices, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+
+from lightning_tl.datamodules import DigitsDataModule
+from lightning_tl.modules import SimCLR
+
+
+class LossRecorder(L.Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, *args: Any
+    ) -> None:
+        self.losses.append(outputs["loss"].item())
+
+
+def _data(**kwargs: Any) -> DigitsDataModule:
+    return DigitsDataModule(
+        **{"batch_size": 32, "num_views": 2, "image_size": 8, "crop_scale": (0.4, 1.0), **kwargs}
+    )
+
+
+def _model(**kwargs: Any) -> SimCLR:
+    return SimCLR(
+        **{
+            "backbone": "resnet18",
+            "in_channels": 1,
+            "hidden_dim": 64,
+            "output_dim": 32,
+            "warmup_epochs": 1,
+            "lr": 0.5,
+            **kwargs,
+        }
+    )
+
+
+def _trainer(tmp_path: Path, callbacks: list[L.Callback], **kwargs: Any) -> L.Trainer:
+    return L.Trainer(
+        **{
+            "accelerator": "cpu",
+            "devices": 1,
+            "max_epochs": 2,
+            "limit_train_batches": 3,
+            "limit_val_batches": 0,
+            "logger": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "default_root_dir": tmp_path,
+            "callbacks": callbacks,
+            **kwargs,
+        }
+    )
+
+
+def test_training_step_contract_and_learning(tmp_path: Path) -> None:
+    L.seed_everything(0)
+    model, data = _model(), _data()
+    data.setup("fit")
+    views, labels = next(iter(data.train_dataloader()))
+    out = model.training_step((views, labels), 0)
+    assert out["loss"].ndim == 0 and out["loss"].requires_grad
+    assert out["features"].shape == (32, model.backbone.num_features) and not out["features"].requires_grad
+    assert torch.equal(out["labels"], labels)
+    before = [p.detach().clone() for p in model.parameters()]
+    recorder = LossRecorder()
+    _trainer(tmp_path, [recorder], max_epochs=4, limit_train_batches=5).fit(model, data)
+    assert all(torch.isfinite(torch.tensor(recorder.losses)))
+    assert sum(recorder.losses[-3:]) < sum(recorder.losses[:3])
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True) if a.ndim > 1)
+
+
+@pytest.mark.parametrize("stop_step", [3, 4])  # at an epoch boundary and in the middle of epoch 2
+def test_resume_reproduces_uninterrupted_losses(tmp_path: Path, stop_step: int) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    full = LossRecorder()
+    every = ModelCheckpoint(dirpath=tmp_path, filename="{step}", every_n_train_steps=stop_step, save_top_k=-1)
+    L.seed_everything(1)
+    _trainer(tmp_path / "full", [full, every]).fit(_model(), _data())
+    assert len(full.losses) == 6
+
+    resumed = LossRecorder()
+    L.seed_everything(123)  # a different global seed must not matter: RNG state comes from the checkpoint
+    _trainer(tmp_path / "b", [resumed], enable_checkpointing=False).fit(
+        _model(), _data(), ckpt_path=tmp_path / f"step={stop_step}.ckpt"
+    )
+    assert resumed.losses == full.losses[stop_step:]
+
+
+def test_three_views_average_all_pairs() -> None:
+    model = _model(gather_distributed=False)
+    z = [torch.randn(4, 8) for _ in range(3)]
+    from lightning_tl.losses import nt_xent_loss
+
+    expected = (
+        nt_xent_loss(z[0], z[1], 0.5) + nt_xent_loss(z[0], z[2], 0.5) + nt_xent_loss(z[1], z[2], 0.5)
+    ) / 3
+    torch.testing.assert_close(model.compute_loss(z), expected)
+
+
+def test_optimizer_callable_and_param_groups(tmp_path: Path) -> None:
+    from functools import partial
+
+    model = _model(optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9))
+    _trainer(tmp_path, [], max_epochs=1, limit_train_batches=1).fit(model, _data())
+    optimizer = model.trainer.optimizers[0]
+    assert isinstance(optimizer, torch.optim.SGD)
+    no_decay = optimizer.param_groups[1]
+    assert no_decay["weight_decay"] == 0.0 and all(p.ndim == 1 for p in no_decay["params"])
+
+
+def test_lr_scaling_from_global_batch(tmp_path: Path) -> None:
+    model = _model(lr=None)
+    _trainer(tmp_path, [], max_epochs=1, limit_train_batches=1).fit(model, _data())
+    assert model.base_lr() == pytest.approx(0.075 * 32**0.5)
+
+
+def test_bad_inputs_have_clear_messages(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+        _model(temperature=0)
+    with pytest.raises(ValueError, match="set lr for optimizer='adamw'"):
+        _model(lr=None, optimizer="adamw")
+    with pytest.raises(ValueError, match="batch_size=1"):
+        _trainer(tmp_path, []).fit(_model(), _data(batch_size=1))
+    with pytest.raises(ValueError, match=r"num_views=0.*num_views: 2"):
+        _trainer(tmp_path, []).fit(_model(), _data(num_views=0))
+    with pytest.raises(ValueError, match="num_views: 2"):
+        _model().training_step((torch.randn(4, 1, 8, 8), torch.zeros(4)), 0)
