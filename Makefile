@@ -21,11 +21,13 @@ quickstart: setup
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/pytest
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check . || true
+	$(BIN)/ruff format --check .
 
 typecheck: setup
 	$(BIN)/mypy

@@ -109,3 +109,17 @@ def test_print_config_resolves_recipe() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "lightning_tl.modules.SimCLR" in proc.stdout and "temperature: 0.5" in proc.stdout
+
+
+def test_validate_and_predict_subcommands(tmp_path: Path) -> None:
+    common = [
+        "--config",
+        str(ROOT / "recipes/simclr/digits.yaml"),
+        "--data.init_args.image_size=8",
+        *_run_dir(tmp_path),
+    ]
+    cli = build_cli(["validate", *common, "--trainer.callbacks=[]"])
+    assert cli.trainer.state.finished
+    cli = build_cli(["predict", *common, "--trainer.callbacks=[]", "--trainer.limit_predict_batches=2"])
+    outputs = cli.trainer.predict_loop.predictions
+    assert len(outputs) == 2 and outputs[0]["features"].shape == (128, 512)

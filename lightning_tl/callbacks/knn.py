@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from typing_extensions import override
@@ -233,6 +233,14 @@ class KNNMonitor(Callback):
                 "KNNMonitor evaluated nothing during fit: it runs at the end of validation epochs; give "
                 "the Trainer a val_dataloader and limit_val_batches > 0."
             )
+        if self.history:
+            rank_zero_info(self.summary())
+
+    def summary(self) -> str:
+        """One line with the first and the latest accuracy, e.g. for the end of a run."""
+        (first_epoch, first), (last_epoch, last) = self.history[0], self.history[-1]
+        start = "before training" if first_epoch == -1 else f"after epoch {first_epoch}"
+        return f"{self.log_name}: {first:.4f} {start} -> {last:.4f} after epoch {last_epoch}"
 
     @override
     def state_dict(self) -> dict[str, Any]:

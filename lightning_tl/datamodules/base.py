@@ -288,6 +288,10 @@ class VisionDataModule(lightning.LightningDataModule):
         """Test split in order, eval transform; under DDP each index is on exactly one rank."""
         return self._eval_loader("test")
 
+    def predict_dataloader(self) -> DataLoader:
+        """The test split, for ``predict`` (e.g. exporting features)."""
+        return self._eval_loader("test")
+
     def _eval_loader(self, split: str) -> DataLoader:
         dataset = AugmentedDataset(self._ensure_setup()[split], self.eval_transform())
         sampler = UnpaddedDistributedSampler(len(dataset))

@@ -144,8 +144,17 @@ class SimCLR(L.LightningModule):
         return {"loss": loss, "features": h[:n].detach(), "labels": labels}
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """Features of a supervised batch ``(x, labels)`` for evaluation callbacks."""
         x, labels = batch
         return {"features": self.encode(x), "labels": labels}
+
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """As :meth:`validation_step`, on the test split."""
+        return self.validation_step(batch, batch_idx)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """Representations of ``(x, labels)`` batches: ``lightning-tl predict`` exports features."""
+        return self.validation_step(batch, batch_idx)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.build_optimizer()

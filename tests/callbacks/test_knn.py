@@ -129,6 +129,8 @@ def test_monitor_logs_accuracy_at_start_and_each_epoch(tmp_path: Path) -> None:
     # at-start value at step 0; Lightning writes epoch-end values at the epoch's last step (4, 9)
     assert [step for step, _ in rows] == [0, 4, 9]
     assert [acc for _, acc in rows] == pytest.approx([acc for _, acc in monitor.history])
+    first, last = monitor.history[0][1], monitor.history[-1][1]
+    assert monitor.summary() == f"knn_acc: {first:.4f} before training -> {last:.4f} after epoch 1"
 
 
 @pytest.mark.filterwarnings("ignore:Found 1 module.s. in eval mode")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import RunScript
 
 from lightning_tl.datamodules import DigitsDataModule, ResumableDataLoader, SeededSampler
 from lightning_tl.datamodules.datasets import AugmentedDataset
@@ -17,17 +15,8 @@ WORKER = Path(__file__).with_name("_datamodule_ddp_worker.py")
 
 
 @pytest.mark.ddp
-def test_digits_under_ddp(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(WORKER), str(tmp_path)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+def test_digits_under_ddp(tmp_path: Path, run_script: RunScript) -> None:
+    run_script(WORKER, tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for result in ranks:
         assert result["samplers"] == {"train": "SeededSampler", "val": "UnpaddedDistributedSampler"}

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import RunScript
 
 WORKER = Path(__file__).with_name("_callbacks_ddp_worker.py")
 
 
-def _run_worker(devices: int, out: Path) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
-    proc = subprocess.run(
-        [sys.executable, str(WORKER), str(devices), str(out)],
-        env=env,
-        cwd=out,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc.stderr
-
-
 @pytest.mark.ddp
-def test_knn_and_probe_under_ddp_equal_single_process(tmp_path: Path) -> None:
-    _run_worker(1, tmp_path)
-    ddp_log = _run_worker(2, tmp_path)
+def test_knn_and_probe_under_ddp_equal_single_process(tmp_path: Path, run_script: RunScript) -> None:
+    run_script(WORKER, 1, tmp_path, timeout=180)
+    ddp_log = run_script(WORKER, 2, tmp_path, timeout=180)
     single = torch.load(tmp_path / "devices1_rank0.pt")
     ranks = [torch.load(tmp_path / f"devices2_rank{r}.pt") for r in range(2)]
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import torch
+from conftest import RunScript
 
 from lightning_tl.losses import nt_xent_loss
 
@@ -19,12 +18,9 @@ def _free_port() -> str:
         return str(s.getsockname()[1])
 
 
-def test_gathered_loss_and_gradients_equal_global_batch(tmp_path: Path) -> None:
-    worker = Path(__file__).with_name("_nt_xent_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(
-        [sys.executable, str(worker), _free_port(), str(tmp_path)], check=True, env=env, timeout=120
-    )
+@pytest.mark.ddp
+def test_gathered_loss_and_gradients_equal_global_batch(tmp_path: Path, run_script: RunScript) -> None:
+    run_script(Path(__file__).with_name("_nt_xent_worker.py"), _free_port(), tmp_path, timeout=120)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
 
     gen = torch.Generator().manual_seed(0)
