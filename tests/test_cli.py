@@ -108,7 +108,7 @@ def test_print_config_resolves_recipe() -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "lightning_tl.modules.SimCLR" in proc.stdout and "temperature: 0.5" in proc.stdout
+    assert "lightning_tl.modules.SimCLR" in proc.stdout and "temperature: 0.2" in proc.stdout
 
 
 def test_validate_and_predict_subcommands(tmp_path: Path) -> None:

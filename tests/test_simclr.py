@@ -135,3 +135,12 @@ def test_bad_inputs_have_clear_messages(tmp_path: Path) -> None:
         _trainer(tmp_path, []).fit(_model(), _data(num_views=0))
     with pytest.raises(ValueError, match="num_views: 2"):
         _model().training_step((torch.randn(4, 1, 8, 8), torch.zeros(4)), 0)
+
+
+def test_warmup_counts_optimizer_steps_per_epoch(tmp_path: Path) -> None:
+    # 3 batches an epoch, 2 epochs of warm-up, the run cut short by max_steps: warm-up is still 6 steps
+    model = _model(warmup_epochs=2, lr=1.0)
+    _trainer(tmp_path, [], max_epochs=10, max_steps=5, limit_train_batches=3).fit(model, _data())
+    scheduler = model.trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.lr_lambdas[0].warmup_steps == 6
+    assert scheduler.get_last_lr()[0] == pytest.approx((5 + 1) / 6)  # still warming up at step 5

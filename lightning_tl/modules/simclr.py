@@ -171,14 +171,14 @@ class SimCLR(L.LightningModule):
 
     def build_scheduler(self, optimizer: Optimizer) -> Any:
         """Per-step linear warm-up then cosine decay over the whole run."""
-        total = int(self.trainer.estimated_stepping_batches)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
-        steps_per_epoch = total / epochs if epochs else 0
-        if epochs is None and self.warmup_epochs > 0:
-            raise ValueError(
-                "warmup_epochs needs trainer.max_epochs; set it, or warmup_epochs: 0 with max_steps."
-            )
-        warmup = min(total, round(self.warmup_epochs * steps_per_epoch))
+        total = int(self.trainer.estimated_stepping_batches)  # also sizes the train dataloader
+        batches = self.trainer.num_training_batches
+        if self.warmup_epochs > 0 and not math.isfinite(batches):
+            raise ValueError("warmup_epochs needs a train dataloader with a length; set warmup_epochs: 0.")
+        steps_per_epoch = (
+            math.ceil(batches / self.trainer.accumulate_grad_batches) if self.warmup_epochs else 0
+        )
+        warmup = round(self.warmup_epochs * steps_per_epoch)
         return warmup_cosine_scheduler(optimizer, warmup, total)
 
     def base_lr(self) -> float:
