@@ -19,6 +19,18 @@ def median_seconds(fn: Callable[[], object], repeats: int = 10, warmup: int = 2)
     return statistics.median(times)
 
 
+def interleaved_medians(fns: list[Callable[[], object]], repeats: int = 10, warmup: int = 2) -> list[float]:
+    """Median wall time of each of ``fns``, called in turn each round, after ``warmup`` rounds."""
+    times: list[list[float]] = [[] for _ in fns]
+    for round_ in range(warmup + repeats):
+        for fn, out in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                out.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     """A GitHub markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks._timing import markdown_table, median_seconds
+from benchmarks._timing import interleaved_medians, markdown_table, median_seconds
 from lightning_tl.losses import nt_xent_loss
 from lightning_tl.modules import SimCLR
 from lightning_tl.optim import create_optimizer
@@ -37,13 +37,15 @@ def run(batch: int = 128, size: int = 32, repeats: int = 10) -> str:
         nt_xent_loss(z1, z2, 0.5).backward()
         optimizer.step()
 
-    plain = median_seconds(backbone_step, repeats)
-    with_head = median_seconds(backbone_head_step, repeats)
-    method = median_seconds(simclr_step, repeats)
+    # interleaved, so slow drifts of the machine hit the three steps alike
+    plain, with_head, method = interleaved_medians([backbone_step, backbone_head_step, simclr_step], repeats)
+    z = torch.randn(2 * batch, 128, requires_grad=True)
+    loss_alone = median_seconds(lambda: nt_xent_loss(*z.chunk(2), 0.5).backward(), repeats)
     rows = [
         ["backbone fwd+bwd+step", f"{plain * 1000:.0f}", "1.000"],
         ["backbone+head fwd+bwd+step", f"{with_head * 1000:.0f}", f"{with_head / plain:.3f}"],
         ["SimCLR step (+ NT-Xent)", f"{method * 1000:.0f}", f"{method / plain:.3f}"],
+        ["NT-Xent forward+backward alone", f"{loss_alone * 1000:.1f}", f"{loss_alone / plain:.4f}"],
     ]
     title = (
         f"SimCLR method overhead: ResNet-18 (small-input stem), 2 x {batch} images of {size} px, "

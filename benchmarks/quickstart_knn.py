@@ -30,18 +30,19 @@ def run() -> str:
             ]
         )
         seconds = time.perf_counter() - start
-    monitor = next(c for c in cli.trainer.callbacks if isinstance(c, KNNMonitor))
-    history = dict(monitor.history)
-    last_epoch = max(history)
+    monitors = [c for c in cli.trainer.callbacks if isinstance(c, KNNMonitor)]
+    histories = [dict(m.history) for m in monitors]
+    last_epoch = max(histories[0])
     rows = [
-        ["random init (before training)", f"{history[-1]:.3f}"],
-        [f"SimCLR, after {last_epoch + 1} epochs", f"{history[last_epoch]:.3f}"],
+        ["random init (before training)", *(f"{h[-1]:.3f}" for h in histories)],
+        [f"SimCLR, after {last_epoch + 1} epochs", *(f"{h[last_epoch]:.3f}" for h in histories)],
     ]
     title = (
-        f"Quickstart (`{RECIPE.relative_to(RECIPE.parents[2])}`), kNN (k={monitor.k}) accuracy on the digits "
-        f"validation split; the whole run took {seconds / 60:.1f} min\n\n"
+        f"Quickstart (`{RECIPE.relative_to(RECIPE.parents[2])}`): weighted kNN (k={monitors[0].k}) accuracy "
+        f"on the digits splits (270 images each); the whole run took {seconds / 60:.1f} min\n\n"
     )
-    return title + markdown_table(["encoder", "kNN accuracy"], rows)
+    header = ["encoder", *(f"{m.log_name} ({m.eval_split} split)" for m in monitors)]
+    return title + markdown_table(header, rows)
 
 
 if __name__ == "__main__":
