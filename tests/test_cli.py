@@ -122,4 +122,4 @@ def test_validate_and_predict_subcommands(tmp_path: Path) -> None:
     assert cli.trainer.state.finished
     cli = build_cli(["predict", *common, "--trainer.callbacks=[]", "--trainer.limit_predict_batches=2"])
     outputs = cli.trainer.predict_loop.predictions
-    assert len(outputs) == 2 and outputs[0]["features"].shape == (128, 512)
+    assert len(outputs) == 2 and outputs[0]["features"].shape == (cli.datamodule.batch_size, 512)
