@@ -13,7 +13,6 @@ import torch
 
 from benchmarks._timing import markdown_table
 from lightning_tl.datamodules import FashionMNISTDataModule
-from lightning_tl.datamodules.sampling import SeededSampler
 
 
 def _rate(fn, items: int) -> float:  # type: ignore[no-untyped-def]
@@ -29,9 +28,9 @@ def run(items: int = 3000, sizes: tuple[int, ...] = (28, 32)) -> str:
     for size in sizes:
         data = FashionMNISTDataModule(num_views=2, image_size=size, batch_size=256)
         data.setup("fit")
-        dataset = data.train_dataloader().dataset
-        sampler = SeededSampler(len(dataset), seed=0)
-        keys = list(iter(sampler))
+        loader = data.train_dataloader()
+        dataset = loader.dataset
+        keys = list(iter(loader.sampler))  # (index, sample_seed) pairs, as the loader draws them
         transform = dataset.transform  # the two-view MultiViewTransform
         source = dataset.source
 
