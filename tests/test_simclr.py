@@ -65,7 +65,7 @@ def test_training_step_contract_and_learning(tmp_path: Path) -> None:
     L.seed_everything(0)
     model, data = _model(), _data()
     data.setup("fit")
-    views, labels = next(iter(data.train_dataloader()))
+    views, labels = data.on_after_batch_transfer(next(iter(data.train_dataloader())), 0)
     out = model.training_step((views, labels), 0)
     assert out["loss"].ndim == 0 and out["loss"].requires_grad
     assert out["features"].shape == (32, model.backbone.num_features) and not out["features"].requires_grad

@@ -3,7 +3,9 @@
 Data path: a subclass loads uint8 (C, H, W) image *sources* for the train/val/test splits;
 :class:`~lightning_tl.datamodules.datasets.AugmentedDataset` applies a torchvision v2 transform per
 item; the train loader is a :class:`ResumableDataLoader` over a :class:`SeededSampler`, eval
-loaders use :class:`UnpaddedDistributedSampler`.
+loaders use :class:`UnpaddedDistributedSampler`. With on-device views, train items stay uint8
+(:class:`~lightning_tl.datamodules.datasets.RawViewDataset`) and :meth:`on_after_batch_transfer`
+makes every view of the batch at once with :class:`~lightning_tl.datamodules.batch_views.BatchViews`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from lightning_tl.datamodules.datasets import AugmentedDataset, ImageSource, InMemoryImages, channel_mean_std
+from lightning_tl.datamodules.batch_views import BatchViews, ViewSpec
+from lightning_tl.datamodules.datasets import (
+    AugmentedDataset,
+    ImageSource,
+    InMemoryImages,
+    RawViewDataset,
+    RawViews,
+    channel_mean_std,
+)
 from lightning_tl.datamodules.loader import ResumableDataLoader
 from lightning_tl.datamodules.sampling import SeededSampler, UnpaddedDistributedSampler
 from lightning_tl.datamodules.transforms import (
@@ -27,7 +37,8 @@ from lightning_tl.datamodules.transforms import (
     check_jitter_strength,
     eval_transform,
     light_train_transform,
-    simclr_view_transform,
+    simclr_view_spec,
+    view_transform,
 )
 
 SPLITS = ("train", "val", "test")
@@ -39,12 +50,21 @@ class VisionDataModule(lightning.LightningDataModule):
     Train batches are ``(images (B, C, H, W) float32, labels (B,) int64)`` with a light augmentation
     (random padded crop, flip) when ``num_views == 0``, or ``(views, labels)`` with ``views`` a list
     of ``num_views`` float32 (B, C, H, W) tensors, each drawn independently with the SimCLR recipe
-    (:func:`simclr_view_transform`), when ``num_views >= 2``; the last incomplete batch is then dropped.
+    (:func:`~lightning_tl.datamodules.transforms.simclr_view_spec`), when ``num_views >= 2``, followed
+    by ``local_views`` smaller multi-crop views; the last incomplete batch is then dropped.
     Val/test batches are always ``(images, labels)`` with the deterministic eval transform.
 
-    Every train sample's augmentation is seeded from ``(seed, epoch, index)``, so batches do not
-    depend on ``num_workers``, on worker order or on the global RNG, and a run resumed from a
-    checkpoint, also one saved in the middle of an epoch, sees exactly the batches it would have seen.
+    SSL views are made either per sample in the loader (torchvision v2 on each image) or, with
+    ``augment_on_device``, for the whole batch at once after it reaches the model's device
+    (:class:`~lightning_tl.datamodules.batch_views.BatchViews`: same recipe, same sampling
+    distributions, many times faster). ``augment_on_device=None`` picks the batched path for
+    in-memory data sets (digits, Fashion-MNIST), the per-sample one for image folders (whose
+    batched path first resizes each file to ``image_size``).
+
+    Every train sample's augmentation is seeded from ``(seed, epoch, index)`` (per sample, or per
+    batch from its samples' seeds on the device), so batches do not depend on ``num_workers``, on
+    worker order or on the global RNG, and a run resumed from a checkpoint, also one saved in the
+    middle of an epoch, sees exactly the batches it would have seen.
 
     Args:
         batch_size: per-process batch size.
@@ -58,6 +78,12 @@ class VisionDataModule(lightning.LightningDataModule):
         blur: SimCLR Gaussian blur; ``None`` = on when ``image_size >= 32``.
         hflip: random horizontal flips (SSL views and supervised training).
         pin_memory, persistent_workers: passed to the DataLoaders.
+        augment_on_device: make SSL views per batch on the device (True), per sample in the loader
+            (False), or choose (None, see above).
+        local_views: extra small multi-crop views (SwAV, Caron et al. 2020) after the ``num_views`` ones.
+        local_image_size: side of the local views; None = ``image_size // 2``.
+        local_crop_scale: (min, max) area fraction of the local views' crops.
+        solarize_prob: probability of solarising an SSL view (0 in SimCLR; BYOL uses 0 / 0.2).
     """
 
     def __init__(
@@ -75,6 +101,11 @@ class VisionDataModule(lightning.LightningDataModule):
         hflip: bool = True,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        augment_on_device: bool | None = None,
+        local_views: int = 0,
+        local_image_size: int | None = None,
+        local_crop_scale: tuple[float, float] = (0.05, 0.4),
+        solarize_prob: float = 0.0,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -91,6 +122,23 @@ class VisionDataModule(lightning.LightningDataModule):
             raise ValueError(f"seed must be >= 0, got {seed}")
         check_crop_scale(crop_scale)
         check_jitter_strength(jitter_strength)
+        if augment_on_device and num_views == 0:
+            raise ValueError(
+                "augment_on_device=True makes multi-view SSL batches, but num_views=0 (supervised); "
+                "set num_views >= 2 or drop augment_on_device"
+            )
+        if local_views < 0 or (local_views > 0 and num_views == 0):
+            raise ValueError(
+                f"local_views must be >= 0 and needs num_views >= 2 (multi-crop adds small views to the "
+                f"global ones), got local_views={local_views} with num_views={num_views}"
+            )
+        if local_image_size is not None and local_image_size < 1:
+            raise ValueError(
+                f"local_image_size must be a positive number of pixels or None, got {local_image_size}"
+            )
+        check_crop_scale(local_crop_scale)
+        if not 0 <= solarize_prob <= 1:
+            raise ValueError(f"solarize_prob must be a probability in [0, 1], got {solarize_prob}")
         if persistent_workers and num_workers == 0:
             raise ValueError(
                 "persistent_workers=True needs num_workers >= 1; set num_workers or drop persistent_workers"
@@ -106,11 +154,17 @@ class VisionDataModule(lightning.LightningDataModule):
         self.hflip = hflip
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        self.augment_on_device = augment_on_device
+        self.local_views = local_views
+        self.local_crop_scale = (float(local_crop_scale[0]), float(local_crop_scale[1]))
+        self.solarize_prob = solarize_prob
+        self._local_image_size = local_image_size
         self._image_size = image_size
         self._splits: dict[str, ImageSource] | None = None
         self._mean: list[float] | None = None
         self._std: list[float] | None = None
         self._train_loader: ResumableDataLoader | None = None
+        self._batch_views: BatchViews | None = None
         self._pending_loader_state: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------- subclass interface
@@ -150,11 +204,33 @@ class VisionDataModule(lightning.LightningDataModule):
         """Steps that bring a stored image to (C, image_size, image_size) for eval and supervised training."""
         return []
 
+    def _device_view_steps(self) -> list[Callable[[Tensor], Tensor]]:
+        """Steps that give every stored image one shape before batched on-device views (none in memory)."""
+        return []
+
+    def _device_views_by_default(self) -> bool:
+        """Whether ``augment_on_device=None`` picks the batched path: yes for in-memory images."""
+        return isinstance(self._ensure_setup()["train"], InMemoryImages)
+
     # ----------------------------------------------------------------- resolved properties
     @property
     def image_size(self) -> int:
         """Side of the images in every batch (the native size when constructed with ``image_size=None``)."""
         return self._image_size if self._image_size is not None else self._native_image_size()
+
+    @property
+    def local_image_size(self) -> int:
+        """Side of the local multi-crop views (``image_size // 2`` unless set)."""
+        return self._local_image_size if self._local_image_size is not None else max(1, self.image_size // 2)
+
+    @property
+    def device_views(self) -> bool:
+        """True when SSL views are made per batch on the device (``augment_on_device`` resolved)."""
+        if self.num_views == 0:
+            return False
+        if self.augment_on_device is None:
+            return self._device_views_by_default()
+        return self.augment_on_device
 
     @property
     def num_channels(self) -> int:
@@ -229,22 +305,55 @@ class VisionDataModule(lightning.LightningDataModule):
         tail = eval_transform(self.num_channels, self.mean, self.std)
         return v2.Compose([*self._resize_steps(), *self._channel_steps(), tail])
 
+    def view_specs(self) -> list[ViewSpec]:
+        """The random recipe of each SSL view: ``num_views`` global views, then ``local_views`` local ones."""
+
+        def spec(size: int, crop_scale: tuple[float, float]) -> ViewSpec:
+            return simclr_view_spec(
+                size,
+                self.num_channels,
+                crop_scale=crop_scale,
+                jitter_strength=self.jitter_strength,
+                blur=self.blur,
+                hflip=self.hflip,
+                solarize_prob=self.solarize_prob,
+            )
+
+        local = spec(self.local_image_size, self.local_crop_scale)
+        return [spec(self.image_size, self.crop_scale)] * self.num_views + [local] * self.local_views
+
     def train_transform(self) -> Callable[[Tensor], Any]:
-        """Supervised: light augmentation; SSL: :class:`MultiViewTransform` of ``num_views`` SimCLR views."""
+        """Supervised: light augmentation; SSL: a :class:`MultiViewTransform` of :meth:`view_specs`."""
         if self.num_views == 0:
             tail = light_train_transform(self.image_size, self.num_channels, self.hflip, self.mean, self.std)
             return v2.Compose([*self._resize_steps(), *self._channel_steps(), tail])
-        view = simclr_view_transform(
-            self.image_size,
-            self.num_channels,
-            crop_scale=self.crop_scale,
-            jitter_strength=self.jitter_strength,
-            blur=self.blur,
-            hflip=self.hflip,
-            mean=self.mean,
-            std=self.std,
-        )
-        return MultiViewTransform([v2.Compose([*self._channel_steps(), view])] * self.num_views)
+        views = [
+            v2.Compose([*self._channel_steps(), view_transform(spec, self.num_channels, self.mean, self.std)])
+            for spec in self.view_specs()
+        ]
+        return MultiViewTransform(views)
+
+    def batch_views(self) -> BatchViews:
+        """The batched view generator used by :meth:`on_after_batch_transfer` (on-device views)."""
+        return BatchViews(self.view_specs(), self.num_channels, self.mean, self.std)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Turn a :class:`RawViews` train batch into ``[views, labels]`` on its device; pass others on.
+
+        Each image's views are drawn from its own sample seed (fixed by ``(seed, epoch, index)``), as
+        in the per-sample path, so they do not depend on the batch or the process they land in.
+        """
+        if not isinstance(batch, RawViews):
+            return batch
+        views = self._batch_views_cached()(batch.images, batch.seeds)
+        if self.trainer is not None:  # Lightning converts inputs before the transfer; do it for the views
+            views = self.trainer.precision_plugin.convert_input(views)  # e.g. float64 / bf16 "-true"
+        return [views, batch.labels]
+
+    def _batch_views_cached(self) -> BatchViews:
+        if self._batch_views is None:
+            self._batch_views = self.batch_views()
+        return self._batch_views
 
     # ----------------------------------------------------------------- datasets and loaders
     def labelled_dataset(self, split: str) -> Dataset:
@@ -267,8 +376,14 @@ class VisionDataModule(lightning.LightningDataModule):
                 f"{self.batch_size}; multi-view batches drop the incomplete last batch, so no batch would "
                 f"be left: lower batch_size"
             )
+        dataset: Dataset
+        if self.device_views:
+            steps = self._device_view_steps()
+            dataset = RawViewDataset(source, v2.Compose(steps) if steps else None)
+        else:
+            dataset = AugmentedDataset(source, self.train_transform())
         loader = ResumableDataLoader(
-            AugmentedDataset(source, self.train_transform()),
+            dataset,
             batch_size=self.batch_size,
             sampler=sampler,
             drop_last=ssl,

@@ -7,7 +7,7 @@ A *source* is anything with ``len()``, ``image(i) -> uint8 (C, H, W)`` and ``lab
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -84,6 +84,45 @@ class AugmentedDataset(Dataset):
             index = key
             out = self.transform(self.source.image(index))
         return out, self.source.label(index)
+
+
+class RawViews(NamedTuple):
+    """A train item (or, collated, a batch) whose views are made later, on the device.
+
+    ``images`` uint8 (C, H, W) (batched: (B, C, H, W)), ``labels`` int (B,), ``seeds`` the per-sample
+    seeds from :class:`~lightning_tl.datamodules.sampling.SeededSampler` (B,) int64, from which the
+    batch's augmentation seed is derived.
+    """
+
+    images: Tensor
+    labels: Any
+    seeds: Any
+
+
+class RawViewDataset(Dataset):
+    """``(index, sample_seed)`` -> :class:`RawViews` of the uint8 image after fixed ``steps`` (no randomness).
+
+    The data path of on-device views: workers only read (and, for files, decode and resize) images;
+    :class:`~lightning_tl.datamodules.batch_views.BatchViews` makes all views of a batch at once.
+    """
+
+    def __init__(self, source: ImageSource, steps: Callable[[Tensor], Tensor] | None = None) -> None:
+        self.source = source
+        self.steps = steps
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: tuple[int, int]) -> RawViews:
+        if not isinstance(key, tuple):
+            raise TypeError(
+                f"RawViewDataset is indexed with (index, sample_seed) pairs from a SeededSampler, got {key!r}"
+            )
+        index, seed = key
+        image = self.source.image(index)
+        if self.steps is not None:
+            image = self.steps(image)
+        return RawViews(image, self.source.label(index), seed)
 
 
 def channel_mean_std(images: Tensor) -> tuple[list[float], list[float]]:

@@ -52,6 +52,11 @@ class DigitsDataModule(VisionDataModule):
         hflip: bool = False,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        augment_on_device: bool | None = None,
+        local_views: int = 0,
+        local_image_size: int | None = None,
+        local_crop_scale: tuple[float, float] = (0.05, 0.4),
+        solarize_prob: float = 0.0,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -66,6 +71,11 @@ class DigitsDataModule(VisionDataModule):
             hflip=hflip,
             pin_memory=pin_memory,
             persistent_workers=persistent_workers,
+            augment_on_device=augment_on_device,
+            local_views=local_views,
+            local_image_size=local_image_size,
+            local_crop_scale=local_crop_scale,
+            solarize_prob=solarize_prob,
         )
         check_fractions(val_fraction, test_fraction)
         self.val_fraction = val_fraction

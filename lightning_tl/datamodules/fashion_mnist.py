@@ -111,6 +111,11 @@ class FashionMNISTDataModule(VisionDataModule):
         hflip: bool = True,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        augment_on_device: bool | None = None,
+        local_views: int = 0,
+        local_image_size: int | None = None,
+        local_crop_scale: tuple[float, float] = (0.05, 0.4),
+        solarize_prob: float = 0.0,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -125,6 +130,11 @@ class FashionMNISTDataModule(VisionDataModule):
             hflip=hflip,
             pin_memory=pin_memory,
             persistent_workers=persistent_workers,
+            augment_on_device=augment_on_device,
+            local_views=local_views,
+            local_image_size=local_image_size,
+            local_crop_scale=local_crop_scale,
+            solarize_prob=solarize_prob,
         )
         if not 0 <= val_size < TRAIN_SIZE:
             raise ValueError(f"val_size must be in [0, {TRAIN_SIZE}) images of the train set, got {val_size}")

@@ -128,6 +128,11 @@ class ImageFolderDataModule(VisionDataModule):
         hflip: bool = True,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        augment_on_device: bool | None = None,
+        local_views: int = 0,
+        local_image_size: int | None = None,
+        local_crop_scale: tuple[float, float] = (0.05, 0.4),
+        solarize_prob: float = 0.0,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -142,6 +147,11 @@ class ImageFolderDataModule(VisionDataModule):
             hflip=hflip,
             pin_memory=pin_memory,
             persistent_workers=persistent_workers,
+            augment_on_device=augment_on_device,
+            local_views=local_views,
+            local_image_size=local_image_size,
+            local_crop_scale=local_crop_scale,
+            solarize_prob=solarize_prob,
         )
         if not Path(root).is_dir():
             raise FileNotFoundError(f"image folder root={root!r} does not exist or is not a directory")
@@ -247,6 +257,11 @@ class ImageFolderDataModule(VisionDataModule):
 
     def _resize_steps(self) -> list[Callable[[Tensor], Tensor]]:
         return [v2.Resize(self.image_size, antialias=True), v2.CenterCrop(self.image_size)]
+
+    def _device_view_steps(self) -> list[Callable[[Tensor], Tensor]]:
+        # Files differ in size, a batch needs one: the batched views crop from the image resized to
+        # image_size (shorter side) and centre-cropped, where the per-sample path crops the full file.
+        return self._resize_steps()
 
     def labelled_dataset(self, split: str) -> Dataset:
         if not self.labelled:

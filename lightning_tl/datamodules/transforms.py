@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torchvision.transforms import v2
 
+from lightning_tl.datamodules.batch_views import ViewSpec
+
 #: ImageNet statistics, the usual choice for images fed to ImageNet-pretrained backbones.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -100,6 +102,83 @@ def normalize(channels: int, mean: Sequence[float], std: Sequence[float]) -> v2.
     return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
 
 
+def simclr_view_spec(
+    image_size: int,
+    channels: int,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    jitter_strength: float = 0.5,
+    blur: bool | None = None,
+    hflip: bool = True,
+    solarize_prob: float = 0.0,
+) -> ViewSpec:
+    """The SimCLR view recipe (Chen et al. 2020, appendix A) as a :class:`ViewSpec`.
+
+    1. random crop of ``crop_scale`` of the area (aspect ratio in [3/4, 4/3]) resized to ``image_size``;
+    2. random horizontal flip (when ``hflip``);
+    3. colour distortion: ``ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)`` with probability 0.8 and
+       ``s = jitter_strength`` (the paper uses s=1 on ImageNet, s=0.5 on CIFAR-10), then random
+       grayscale with probability 0.2. On 1-channel images only brightness and contrast are
+       jittered (saturation and hue are undefined on one channel) and there is no grayscale step;
+    4. Gaussian blur with probability 0.5: "We randomly sample sigma in [0.1, 2.0], and the kernel
+       size is set to be 10% of the image height/width." ``blur=None`` turns it on for
+       ``image_size >= 32`` (the paper leaves it out on 32 px CIFAR-10; below that a 3 px kernel
+       wipes out most detail), ``True``/``False`` force it;
+    5. solarisation with probability ``solarize_prob`` (0 in SimCLR; BYOL uses 0 / 0.2).
+
+    The same spec drives the per-sample pipeline (:func:`view_transform`) and the batched one
+    (:class:`~lightning_tl.datamodules.batch_views.BatchViews`).
+    """
+    _check_image_size(image_size)
+    _check_channels(channels)
+    check_crop_scale(crop_scale)
+    check_jitter_strength(jitter_strength)
+    if blur is None:
+        blur = image_size >= 32
+    return ViewSpec(
+        size=image_size,
+        crop_scale=(float(crop_scale[0]), float(crop_scale[1])),
+        hflip_prob=0.5 if hflip else 0.0,
+        jitter_strength=jitter_strength,
+        grayscale_prob=0.2 if channels == 3 else 0.0,
+        blur_prob=0.5 if blur else 0.0,
+        blur_kernel=blur_kernel_size(image_size),
+        solarize_prob=solarize_prob,
+    )
+
+
+def view_transform(
+    spec: ViewSpec, channels: int, mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.5,)
+) -> v2.Compose:
+    """Per-sample torchvision v2 pipeline drawing one view of a uint8 (C, H, W) image with ``spec``.
+
+    Steps, each present only when its probability is > 0: random resized crop (antialiased),
+    horizontal flip, colour jitter (brightness/contrast on 1 channel), grayscale (RGB), Gaussian
+    blur, solarisation; then ``ToDtype(float32, scale=True)`` and ``Normalize(mean, std)``.
+    """
+    _check_channels(channels)
+    steps: list[Callable[[Any], Any]] = [
+        v2.RandomResizedCrop(spec.size, scale=spec.crop_scale, ratio=spec.crop_ratio, antialias=True)
+    ]
+    if spec.hflip_prob > 0:
+        steps.append(v2.RandomHorizontalFlip(p=spec.hflip_prob))
+    s = spec.jitter_strength
+    if s > 0 and spec.jitter_prob > 0:
+        if channels == 3:
+            jitter = v2.ColorJitter(brightness=0.8 * s, contrast=0.8 * s, saturation=0.8 * s, hue=0.2 * s)
+        else:
+            jitter = v2.ColorJitter(brightness=0.8 * s, contrast=0.8 * s)
+        steps.append(v2.RandomApply([jitter], p=spec.jitter_prob))
+    if channels == 3 and spec.grayscale_prob > 0:
+        steps.append(v2.RandomGrayscale(p=spec.grayscale_prob))
+    if spec.blur_prob > 0:
+        blur = v2.GaussianBlur(spec.blur_kernel, sigma=spec.blur_sigma)
+        steps.append(v2.RandomApply([blur], p=spec.blur_prob))
+    if spec.solarize_prob > 0:  # threshold in the uint8 range: x >= 128 <=> x / 255 >= 0.5
+        steps.append(v2.RandomSolarize(threshold=128, p=spec.solarize_prob))
+    steps.append(normalize(channels, mean, std))
+    return v2.Compose(steps)
+
+
 def simclr_view_transform(
     image_size: int,
     channels: int,
@@ -112,19 +191,7 @@ def simclr_view_transform(
 ) -> v2.Compose:
     """One random SimCLR view of a uint8 (C, H, W) image, as float32 (C, image_size, image_size).
 
-    The recipe of Chen et al. 2020 (SimCLR, appendix A), in the paper's order:
-
-    1. random crop of ``crop_scale`` of the area (aspect ratio in [3/4, 4/3]) resized to ``image_size``;
-    2. random horizontal flip (when ``hflip``);
-    3. colour distortion: ``ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)`` with probability 0.8 and
-       ``s = jitter_strength`` (the paper uses s=1 on ImageNet, s=0.5 on CIFAR-10), then random
-       grayscale with probability 0.2. On 1-channel images only brightness and contrast are
-       jittered (saturation and hue are undefined on one channel) and there is no grayscale step;
-    4. Gaussian blur with probability 0.5: "We randomly sample sigma in [0.1, 2.0], and the kernel
-       size is set to be 10% of the image height/width." ``blur=None`` turns it on for
-       ``image_size >= 32`` (the paper leaves it out on 32 px CIFAR-10; below that a 3 px kernel
-       wipes out most detail), ``True``/``False`` force it;
-    5. ``ToDtype(float32, scale=True)`` and ``Normalize(mean, std)``.
+    The recipe of :func:`simclr_view_spec` run by :func:`view_transform`.
 
     Args:
         image_size: output side in pixels.
@@ -135,31 +202,8 @@ def simclr_view_transform(
         hflip: random horizontal flip.
         mean, std: normalisation constants, 1 value (repeated) or ``channels`` values.
     """
-    _check_image_size(image_size)
-    _check_channels(channels)
-    check_crop_scale(crop_scale)
-    check_jitter_strength(jitter_strength)
-    s = jitter_strength
-    steps: list[Callable[[Any], Any]] = [
-        v2.RandomResizedCrop(image_size, scale=tuple(crop_scale), antialias=True)
-    ]
-    if hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    if s > 0:
-        if channels == 3:
-            jitter = v2.ColorJitter(brightness=0.8 * s, contrast=0.8 * s, saturation=0.8 * s, hue=0.2 * s)
-        else:
-            jitter = v2.ColorJitter(brightness=0.8 * s, contrast=0.8 * s)
-        steps.append(v2.RandomApply([jitter], p=0.8))
-    if channels == 3:
-        steps.append(v2.RandomGrayscale(p=0.2))
-    if blur is None:
-        blur = image_size >= 32
-    if blur:
-        kernel = blur_kernel_size(image_size)
-        steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5))
-    steps.append(normalize(channels, mean, std))
-    return v2.Compose(steps)
+    spec = simclr_view_spec(image_size, channels, crop_scale, jitter_strength, blur, hflip)
+    return view_transform(spec, channels, mean, std)
 
 
 def light_train_transform(

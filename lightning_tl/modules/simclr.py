@@ -17,6 +17,7 @@ from torch.optim import Optimizer
 
 from lightning_tl import distributed as dist
 from lightning_tl.backbones import create_backbone
+from lightning_tl.datamodules.datasets import RawViews
 from lightning_tl.heads import SimCLRProjectionHead
 from lightning_tl.losses import nt_xent_loss
 from lightning_tl.modules._rng import load_rng_states, save_rng_states
@@ -28,7 +29,8 @@ class SimCLR(L.LightningModule):
 
     Batches are ``(views, labels)``: a list of at least two (B, C, H, W) views of the same images
     (``num_views: 2`` in our datamodules); labels are only passed on to evaluation callbacks. With
-    more than two views the loss is averaged over every pair of views.
+    more than two views the loss is averaged over every pair of views. Views may differ in size
+    (multi-crop: global and local views); views of one size go through the backbone together.
 
     Overridable steps, in the order a training step calls them: :meth:`encode` (backbone features),
     :meth:`project` (projection head), :meth:`compute_loss` (NT-Xent over view pairs); and
@@ -103,6 +105,23 @@ class SimCLR(L.LightningModule):
         """Images (B, C, H, W) -> representation h (B, F): what downstream tasks use."""
         return self.backbone(x)
 
+    def encode_views(self, views: list[Tensor]) -> Tensor:
+        """Views (each (B, C, H_v, W_v)) -> features (V*B, F) in view order.
+
+        Views of the same size are concatenated into one backbone pass, so batch-norm statistics
+        are taken over all of them (the paper's setting for two views).
+        """
+        shapes = list(dict.fromkeys(tuple(v.shape) for v in views))
+        if len(shapes) == 1:
+            return self.encode(torch.cat(views))  # (V*B, F)
+        features: list[Tensor | None] = [None] * len(views)
+        for shape in shapes:
+            members = [i for i, v in enumerate(views) if tuple(v.shape) == shape]
+            h = self.encode(torch.cat([views[i] for i in members]))  # (V_s*B, F)
+            for i, part in zip(members, h.split(views[0].shape[0]), strict=True):
+                features[i] = part
+        return torch.cat([f for f in features if f is not None])
+
     def project(self, h: Tensor) -> Tensor:
         """Representation (B, F) -> projection z (B, output_dim) that the loss sees."""
         return self.projection_head(h)
@@ -137,7 +156,7 @@ class SimCLR(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         views, labels = _split_views(batch)
         n = views[0].shape[0]
-        h = self.encode(torch.cat(views))  # (V*B, F): one pass keeps BN statistics over all views
+        h = self.encode_views(views)  # (V*B, F)
         z = self.project(h)  # (V*B, D)
         loss = self.compute_loss(list(z.split(n)))
         self.log("train_loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
@@ -199,7 +218,14 @@ class SimCLR(L.LightningModule):
 
 
 def _split_views(batch: Any) -> tuple[list[Tensor], Tensor]:
-    """``(views, labels)`` -> (list of >= 2 equally shaped views, labels)."""
+    """``(views, labels)`` -> (list of >= 2 views of the same images, labels)."""
+    if isinstance(batch, RawViews):
+        raise ValueError(
+            "SimCLR got raw uint8 images (RawViews): their views are made by the datamodule's "
+            "on_after_batch_transfer hook, which Lightning only calls when the datamodule is passed to "
+            "the Trainer; use trainer.fit(model, datamodule=dm), or set the datamodule's "
+            "augment_on_device: false."
+        )
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], (tuple, list))):
         raise ValueError(
             "SimCLR expects batches (views, labels) where views is a list of >= 2 image tensors; "
@@ -208,6 +234,8 @@ def _split_views(batch: Any) -> tuple[list[Tensor], Tensor]:
     views, labels = batch
     if len(views) < 2:
         raise ValueError(f"SimCLR needs >= 2 views per image, got {len(views)}; set num_views: 2.")
-    if any(v.shape != views[0].shape for v in views):
-        raise ValueError(f"all views must share one shape, got {[tuple(v.shape) for v in views]}.")
+    if any(v.shape[:2] != views[0].shape[:2] for v in views):
+        raise ValueError(
+            f"all views must hold the same batch and channels, got {[tuple(v.shape) for v in views]}."
+        )
     return list(views), labels

@@ -42,6 +42,7 @@ def _fit(
     estimate: bool = False,
     stop: int | None = None,
     ckpt: str | None = None,
+    on_device: bool = True,
 ) -> list:
     model = RecordBatches(estimate)
     callbacks = []
@@ -61,7 +62,9 @@ def _fit(
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    data = DigitsDataModule(batch_size=128, num_views=2, num_workers=num_workers, seed=1)
+    data = DigitsDataModule(
+        batch_size=128, num_views=2, num_workers=num_workers, seed=1, augment_on_device=on_device
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(model, data, ckpt_path=ckpt)
@@ -70,43 +73,47 @@ def _fit(
     return model.seen
 
 
-_FULL_RUNS: dict[int | None, list] = {}
+_FULL_RUNS: dict[tuple[int | None, bool], list] = {}
 
 
 @pytest.mark.parametrize(
-    ("num_workers", "limit", "stop", "estimate"),
+    ("num_workers", "limit", "stop", "estimate", "on_device"),
     [
-        (0, None, 4, False),  # mid-epoch (9 batches per epoch): Lightning restores the loader
-        (0, None, 4, True),  # same, but the loader state comes back through the datamodule
-        (2, None, 13, True),  # mid-epoch, second epoch, worker processes
-        (2, None, 9, False),  # end of epoch, worker processes
-        (0, 5, 5, True),  # end of a shortened epoch (limit_train_batches)
+        (0, None, 4, False, True),  # mid-epoch (9 batches per epoch): Lightning restores the loader
+        (0, None, 4, True, True),  # same, but the loader state comes back through the datamodule
+        (2, None, 13, True, True),  # mid-epoch, second epoch, worker processes
+        (2, None, 9, False, True),  # end of epoch, worker processes
+        (0, 5, 5, True, True),  # end of a shortened epoch (limit_train_batches)
+        (2, None, 13, True, False),  # per-sample views in the workers
     ],
 )
 def test_resume_sees_the_same_batches(
-    tmp_path: Path, num_workers: int, limit: int | None, stop: int, estimate: bool
+    tmp_path: Path, num_workers: int, limit: int | None, stop: int, estimate: bool, on_device: bool
 ) -> None:
-    if limit not in _FULL_RUNS:  # batches do not depend on num_workers: one reference run per limit
-        _FULL_RUNS[limit] = _fit(tmp_path, 0, limit)
-    full = _FULL_RUNS[limit]
-    head = _fit(tmp_path, num_workers, limit, estimate, stop=stop)
-    tail = _fit(tmp_path, num_workers, limit, estimate, ckpt=str(tmp_path / f"step={stop}.ckpt"))
+    key = (limit, on_device)
+    if key not in _FULL_RUNS:  # batches do not depend on num_workers: one reference run per limit
+        _FULL_RUNS[key] = _fit(tmp_path, 0, limit, on_device=on_device)
+    full = _FULL_RUNS[key]
+    head = _fit(tmp_path, num_workers, limit, estimate, stop=stop, on_device=on_device)
+    ckpt = str(tmp_path / f"step={stop}.ckpt")
+    tail = _fit(tmp_path, num_workers, limit, estimate, ckpt=ckpt, on_device=on_device)
     assert len(head) == stop
     assert head + tail == full
 
 
-def test_datamodule_state_round_trip() -> None:
-    data = DigitsDataModule(batch_size=128, num_views=2, seed=1)
+@pytest.mark.parametrize("on_device", [True, False])
+def test_datamodule_state_round_trip(on_device: bool) -> None:
+    data = DigitsDataModule(batch_size=128, num_views=2, seed=1, augment_on_device=on_device)
     loader = data.train_dataloader()
     loader.sampler.set_epoch(1)
-    batches = [views[0] for views, _ in loader]
+    batches = [data.on_after_batch_transfer(batch, 0)[0][0] for batch in loader]
     it = iter(loader)
     next(it), next(it)
     state = data.state_dict()
     assert state["train_loader"]["batches"] == 2 and state["train_loader"]["epoch"] == 1
-    resumed = DigitsDataModule(batch_size=128, num_views=2, seed=1)
+    resumed = DigitsDataModule(batch_size=128, num_views=2, seed=1, augment_on_device=on_device)
     resumed.load_state_dict(state)  # before the loader exists: applied when it is created
-    rest = [views[0] for views, _ in resumed.train_dataloader()]
+    rest = [resumed.on_after_batch_transfer(batch, 0)[0][0] for batch in resumed.train_dataloader()]
     assert len(rest) == len(batches) - 2
     assert all(torch.equal(a, b) for a, b in zip(rest, batches[2:], strict=True))
     assert DigitsDataModule().state_dict() == {}

@@ -9,7 +9,8 @@ from lightning_tl.datamodules import DigitsDataModule, VisionDataModule
 
 
 def _first_batch(dm: DigitsDataModule) -> list:
-    return next(iter(dm.train_dataloader()))
+    """The first train batch as the model sees it (after the on-device view hook)."""
+    return dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
 
 
 def test_supervised_batches_and_properties() -> None:
@@ -30,10 +31,12 @@ def test_supervised_batches_and_properties() -> None:
     assert xs.mean().abs() < 1e-4 and (xs.std() - 1).abs() < 1e-3
 
 
+@pytest.mark.parametrize("on_device", [True, False])
 @pytest.mark.parametrize("num_views", [2, 3])
 @pytest.mark.parametrize("rgb", [False, True])
-def test_ssl_batches(num_views: int, rgb: bool) -> None:
-    dm = DigitsDataModule(batch_size=16, num_views=num_views, rgb=rgb)
+def test_ssl_batches(num_views: int, rgb: bool, on_device: bool) -> None:
+    dm = DigitsDataModule(batch_size=16, num_views=num_views, rgb=rgb, augment_on_device=on_device)
+    assert dm.device_views == on_device
     views, y = _first_batch(dm)
     channels = 3 if rgb else 1
     assert dm.num_channels == channels
@@ -122,6 +125,12 @@ def test_labelled_dataset_items_and_bad_split() -> None:
         ({"persistent_workers": True}, "num_workers >= 1"),
         ({"image_size": 0}, "image_size"),
         ({"jitter_strength": -1.0}, "jitter_strength"),
+        ({"augment_on_device": True}, "augment_on_device=True makes multi-view SSL batches"),
+        ({"num_views": 2, "local_views": -1}, "local_views=-1"),
+        ({"local_views": 2}, "needs num_views >= 2"),
+        ({"num_views": 2, "local_crop_scale": (0.0, 0.4)}, "crop_scale"),
+        ({"num_views": 2, "local_image_size": 0}, "local_image_size"),
+        ({"num_views": 2, "solarize_prob": 1.5}, "solarize_prob"),
     ],
 )
 def test_bad_arguments_raise_in_init(kwargs: dict, match: str) -> None:
@@ -142,7 +151,9 @@ def test_hyperparameters_saved() -> None:
 
 def test_epochs_with_persistent_workers_match_main_process() -> None:
     def fingerprints(**kwargs: object) -> list[list[float]]:
-        loader = DigitsDataModule(batch_size=256, num_views=2, **kwargs).train_dataloader()
+        # per-sample views: the augmentation runs in the worker processes
+        dm = DigitsDataModule(batch_size=256, num_views=2, augment_on_device=False, **kwargs)
+        loader = dm.train_dataloader()
         out = []
         for epoch in range(2):
             loader.sampler.set_epoch(epoch)

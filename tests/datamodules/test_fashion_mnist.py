@@ -36,7 +36,7 @@ def test_debian_files_load_with_official_splits(fmnist: FashionMNISTDataModule) 
 
 
 def test_batches(fmnist: FashionMNISTDataModule) -> None:
-    views, y = next(iter(fmnist.train_dataloader()))
+    views, y = fmnist.on_after_batch_transfer(next(iter(fmnist.train_dataloader())), 0)
     assert len(views) == 2 and all(v.shape == (64, 1, 28, 28) for v in views)
     assert y.dtype == torch.int64 and not torch.equal(views[0], views[1])
     x, y = next(iter(fmnist.test_dataloader()))

@@ -1,0 +1,202 @@
+"""Batched image operations with per-image parameters, on any device.
+
+torchvision's functional ops apply one set of parameters to a whole batch; these apply a different
+one to each image in a single call, so every view of a batch is made with a handful of tensor
+kernels instead of a Python loop over images. Images are float (B, C, H, W) in [0, 1] with C in
+{1, 3}; per-image parameters are (B,) tensors on the images' device. Each op follows the
+definition of the torchvision v2 functional op of the same name (e.g. ``adjust_contrast`` blends
+with the mean of the grayscale image), so the two agree for the same parameters; tests check this.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# ITU-R 601-2 luma weights, the ones torchvision's rgb_to_grayscale uses.
+_LUMA = (0.2989, 0.587, 0.114)
+
+# hsv -> rgb: in hue sector i (0..5), (r, g, b) are components [v, q, p, t][table[i]].
+_HSV_SECTORS = ((0, 3, 2), (1, 0, 2), (2, 0, 3), (2, 1, 0), (3, 2, 0), (0, 2, 1))
+
+
+def _per_image(values: Tensor) -> Tensor:
+    return values.reshape(-1, 1, 1, 1)  # (B, 1, 1, 1): broadcasts over (C, H, W)
+
+
+def resize_weights(start: Tensor, length: Tensor, size: int, full: int) -> Tensor:
+    """Resampling matrices (K, size, full) that crop ``[start, start + length)`` of an axis and resize it.
+
+    Row ``i`` holds the weights of output pixel ``i`` over the ``full`` input pixels: a triangle
+    (bilinear) filter centred on the output pixel's position in the input, widened by the
+    down-scaling factor when the crop shrinks (antialiasing), restricted to the crop and normalised
+    to sum 1. This is the filter of torchvision's ``resize(..., antialias=True)`` (PIL's bilinear
+    resampling); when the crop is enlarged it reduces to bilinear interpolation with
+    ``align_corners=False`` and edge clamping.
+
+    Args:
+        start, length: (K,) crop offset and length in pixels (integer-valued).
+        size: output length.
+        full: input length.
+    """
+    scale = (length / size).unsqueeze(1)  # (K, 1): input pixels per output pixel
+    support = scale.clamp(min=1.0)  # (K, 1)
+    out = torch.arange(size, device=start.device, dtype=start.dtype)  # (S,)
+    centre = start.unsqueeze(1) + (out + 0.5) * scale  # (K, S), in input pixel-edge coordinates
+    pixel = torch.arange(full, device=start.device, dtype=start.dtype) + 0.5  # (F,) pixel centres
+    distance = (pixel.view(1, 1, -1) - centre.unsqueeze(2)) / support.unsqueeze(2)  # (K, S, F)
+    weights = (1.0 - distance.abs()).clamp(min=0.0)
+    inside = (pixel.view(1, -1) >= start.unsqueeze(1)) & (pixel.view(1, -1) < (start + length).unsqueeze(1))
+    weights = weights * inside.unsqueeze(1)  # (K, S, F): only the crop's pixels contribute
+    return weights / weights.sum(dim=2, keepdim=True)
+
+
+def resized_crop(images: Tensor, boxes: Tensor, size: int, source: Tensor | None = None) -> Tensor:
+    """Crop ``boxes`` out of ``images`` and resize each crop to ``size`` x ``size``, all at once.
+
+    Separable resampling with per-crop matrices from :func:`resize_weights`: two batched matrix
+    products give the same result as torchvision's ``resized_crop(..., antialias=True)`` on each
+    image. (``torchvision.ops.roi_align`` would be the other batched choice, but it samples pixels
+    outside the box at the crop's border and averages a box filter when shrinking.)
+
+    Args:
+        images: float (N, C, H, W).
+        boxes: (K, 4) ``(top, left, height, width)`` in whole pixels, one row per output crop.
+        size: output side.
+        source: (K,) int64 index into ``images`` of each box's image; default ``arange(K)`` (K == N).
+
+    Returns:
+        (K, C, size, size) in the dtype of ``images``.
+    """
+    height, width = images.shape[-2:]
+    boxes = boxes.to(images.dtype)
+    top, left, crop_h, crop_w = boxes.unbind(-1)  # each (K,)
+    rows = resize_weights(top, crop_h, size, height)  # (K, S, H)
+    cols = resize_weights(left, crop_w, size, width)  # (K, S, W)
+    crops = images if source is None else images[source]  # (K, C, H, W)
+    x = crops @ cols.transpose(1, 2).unsqueeze(1)  # (K, C, H, S)
+    return rows.unsqueeze(1) @ x  # (K, C, S, S)
+
+
+def hflip(images: Tensor, flip: Tensor) -> Tensor:
+    """Mirror the images where ``flip`` (B,) bool is true."""
+    return torch.where(_per_image(flip), images.flip(-1), images)
+
+
+def rgb_to_grayscale(images: Tensor) -> Tensor:
+    """(B, 3, H, W) -> (B, 1, H, W) luma; 1-channel images are returned as they are."""
+    if images.shape[-3] == 1:
+        return images
+    r, g, b = images.unbind(-3)
+    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(-3)
+
+
+def _blend(images: Tensor, other: Tensor, ratio: Tensor) -> Tensor:
+    ratio = _per_image(ratio)
+    return (ratio * images + (1.0 - ratio) * other).clamp_(0.0, 1.0)
+
+
+def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
+    """``images * factor`` clipped to [0, 1]; ``factor`` (B,) >= 0."""
+    return (images * _per_image(factor)).clamp_(0.0, 1.0)
+
+
+def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
+    """Blend each image with the mean of its grayscale version; ``factor`` (B,) >= 0."""
+    mean = rgb_to_grayscale(images).mean(dim=(-3, -2, -1), keepdim=True)  # (B, 1, 1, 1)
+    return _blend(images, mean, factor)
+
+
+def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
+    """Blend each RGB image with its grayscale version; 1-channel images are unchanged."""
+    if images.shape[-3] == 1:
+        return images
+    return _blend(images, rgb_to_grayscale(images), factor)
+
+
+def rgb_to_hsv(images: Tensor) -> Tensor:
+    """RGB (B, 3, H, W) in [0, 1] -> HSV (B, 3, H, W), hue in [0, 1) (the hexcone model)."""
+    r, g, b = images.unbind(-3)  # each (B, H, W)
+    value, _ = images.max(dim=-3)
+    chroma = value - images.min(dim=-3).values
+    grey = chroma == 0
+    saturation = chroma / torch.where(grey, torch.ones_like(value), value)
+    safe_chroma = torch.where(grey, torch.ones_like(chroma), chroma)
+    # Hue in sixths of the circle, measured from the channel that holds the maximum.
+    from_r = (g - b) / safe_chroma
+    from_g = 2.0 + (b - r) / safe_chroma
+    from_b = 4.0 + (r - g) / safe_chroma
+    hue = torch.where(value == r, from_r, torch.where(value == g, from_g, from_b))
+    hue = torch.where(grey, torch.zeros_like(hue), hue)
+    hue = torch.remainder(hue / 6.0, 1.0)
+    return torch.stack([hue, saturation, value], dim=-3)
+
+
+def hsv_to_rgb(images: Tensor) -> Tensor:
+    """HSV (B, 3, H, W) with hue in [0, 1) -> RGB (B, 3, H, W) in [0, 1]."""
+    hue, saturation, value = images.unbind(-3)  # each (B, H, W)
+    sixths = hue * 6.0
+    sector = torch.floor(sixths)
+    frac = sixths - sector
+    sector = sector.long().remainder(6)
+    p = value * (1.0 - saturation)
+    q = value * (1.0 - saturation * frac)
+    t = value * (1.0 - saturation * (1.0 - frac))
+    parts = torch.stack([value, q, p, t], dim=-3)  # (B, 4, H, W)
+    table = torch.tensor(_HSV_SECTORS, device=images.device)  # (6, 3)
+    index = table[sector].movedim(-1, -3)  # (B, 3, H, W): which part each channel takes
+    return parts.gather(-3, index)
+
+
+def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
+    """Rotate the hue of each RGB image by ``shift`` (B,) in [-0.5, 0.5]; 1-channel images unchanged."""
+    if images.shape[-3] == 1:
+        return images
+    hsv = rgb_to_hsv(images)
+    hue = torch.remainder(hsv[:, :1] + _per_image(shift), 1.0)  # (B, 1, H, W)
+    return hsv_to_rgb(torch.cat([hue, hsv[:, 1:]], dim=1))
+
+
+def grayscale(images: Tensor, apply: Tensor) -> Tensor:
+    """Replace the images where ``apply`` (B,) is true by their luma, repeated on every channel."""
+    if images.shape[-3] == 1:
+        return images
+    gray = rgb_to_grayscale(images).expand_as(images)
+    return torch.where(_per_image(apply), gray, images)
+
+
+def gaussian_kernels(sigma: Tensor, kernel_size: int) -> Tensor:
+    """Normalised 1-D Gaussian kernels (B, kernel_size) for the standard deviations ``sigma`` (B,)."""
+    half = (kernel_size - 1) / 2
+    x = torch.linspace(-half, half, kernel_size, device=sigma.device, dtype=sigma.dtype)  # (k,)
+    kernels = torch.exp(-0.5 * (x / sigma.unsqueeze(1)) ** 2)  # (B, k)
+    return kernels / kernels.sum(dim=1, keepdim=True)
+
+
+def gaussian_blur(images: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+    """Separable Gaussian blur with a different ``sigma`` (B,) per image, reflect padding.
+
+    One grouped convolution per direction: every (image, channel) plane is its own group.
+    """
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+    b, c, h, w = images.shape
+    pad = kernel_size // 2
+    kernels = gaussian_kernels(sigma.to(images.dtype), kernel_size).repeat_interleave(c, dim=0)  # (B*C, k)
+    planes = images.reshape(1, b * c, h, w)
+    planes = F.pad(planes, (pad, pad, pad, pad), mode="reflect")  # (1, B*C, H+2p, W+2p)
+    planes = F.conv2d(planes, kernels.view(b * c, 1, 1, kernel_size), groups=b * c)  # (1, B*C, H+2p, W)
+    planes = F.conv2d(planes, kernels.view(b * c, 1, kernel_size, 1), groups=b * c)  # (1, B*C, H, W)
+    return planes.view(b, c, h, w)
+
+
+def solarize(images: Tensor, apply: Tensor, threshold: float = 0.5) -> Tensor:
+    """Invert the pixels >= ``threshold`` of the images where ``apply`` (B,) is true."""
+    inverted = torch.where(images >= threshold, 1.0 - images, images)
+    return torch.where(_per_image(apply), inverted, images)
+
+
+def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """``(images - mean) / std`` with per-channel ``mean`` and ``std`` (C,)."""
+    return (images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)

@@ -1,0 +1,280 @@
+"""Multi-view SSL augmentation of a whole batch at once, with per-image random parameters.
+
+:class:`BatchViews` turns a batch of uint8 images into any number of SimCLR-style views (random
+resized crop, flip, colour jitter in random order, grayscale, Gaussian blur, solarisation,
+normalisation) with a few batched kernels from :mod:`~lightning_tl.datamodules.batch_ops`, on the
+device the images are on. The random parameters follow the sampling rules of the torchvision v2
+transforms that the per-sample pipeline
+(:func:`~lightning_tl.datamodules.transforms.view_transform`) uses, so both paths draw views from
+the same distribution. Each image draws its parameters from its own counter-based random stream
+(:mod:`~lightning_tl.datamodules.counter_rng`) seeded by the sampler's per-sample seed, so an image's
+views do not depend on the other images in its batch, on the number of processes or on any global
+random state, and a resumed run redraws them exactly.
+
+Multi-crop (Caron et al., "Unsupervised Learning of Visual Features by Contrasting Cluster
+Assignments" (SwAV), NeurIPS 2020) is a list of :class:`ViewSpec`: e.g. two global views and N
+smaller local ones with their own size and crop scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lightning_tl.datamodules import batch_ops as ops
+from lightning_tl.datamodules import counter_rng as rng
+
+_CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before its centre fallback
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """The random recipe of one view (SimCLR, Chen et al. 2020, appendix A, by default).
+
+    Args:
+        size: output side in pixels.
+        crop_scale: (min, max) area fraction of the random resized crop.
+        crop_ratio: (min, max) aspect ratio of the crop, sampled log-uniformly.
+        hflip_prob: probability of a horizontal flip.
+        jitter_strength: s of ``ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)``; 0 turns jitter off.
+        jitter_prob: probability of applying the jitter (its four ops in a random order).
+        grayscale_prob: probability of converting an RGB view to grayscale.
+        blur_prob: probability of a Gaussian blur (sigma uniform in ``blur_sigma``).
+        blur_kernel: odd kernel side of the blur.
+        blur_sigma: (min, max) blur standard deviation in pixels.
+        solarize_prob: probability of inverting the pixels >= 0.5 (BYOL's solarisation).
+    """
+
+    size: int
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip_prob: float = 0.5
+    jitter_strength: float = 0.5
+    jitter_prob: float = 0.8
+    grayscale_prob: float = 0.2
+    blur_prob: float = 0.0
+    blur_kernel: int = 3
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_prob: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"ViewSpec.size must be a positive number of pixels, got {self.size}")
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError(f"crop_ratio must satisfy 0 < min <= max, got {self.crop_ratio}")
+        if not 0 <= self.jitter_strength <= 2.5:
+            raise ValueError(f"jitter_strength must be in [0, 2.5], got {self.jitter_strength}")
+        if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
+            raise ValueError(f"blur_kernel must be a positive odd number, got {self.blur_kernel}")
+        if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise ValueError(f"blur_sigma must satisfy 0 < min <= max, got {self.blur_sigma}")
+        probs = {
+            "hflip_prob": self.hflip_prob,
+            "jitter_prob": self.jitter_prob,
+            "grayscale_prob": self.grayscale_prob,
+            "blur_prob": self.blur_prob,
+            "solarize_prob": self.solarize_prob,
+        }
+        for name, p in probs.items():
+            if not 0 <= p <= 1:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+
+
+# Columns of the packed per-view parameter table (one row per output view).
+_TOP, _LEFT, _HEIGHT, _WIDTH, _FLIP, _JITTER = range(6)
+_FACTORS = slice(6, 10)  # brightness, contrast, saturation factors and hue shift
+_ORDER = slice(10, 14)  # the jitter ops in the order they are applied
+_GRAY, _BLUR, _SIGMA, _SOLAR = range(14, 18)
+_NUM_COLUMNS = 18
+
+#: Uniform draws one view consumes: crop 2 x 10 tries + 2 placement, then 14 for the rest.
+CROP_DRAWS = 2 * _CROP_ATTEMPTS + 2
+VIEW_DRAWS = CROP_DRAWS + 14
+#: Stream offset between views, so view v of an image uses draws [v * _VIEW_STRIDE, ...).
+_VIEW_STRIDE = 64
+
+
+def sample_crop_boxes(
+    u: Tensor, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> Tensor:
+    """Random resized crop boxes ``(top, left, h, w)`` (n, 4) float64, integer-valued, from uniforms.
+
+    torchvision's ``RandomResizedCrop`` rule, vectorised: up to 10 tries of an area fraction
+    uniform in ``scale`` and a log-uniform aspect ratio in ``ratio``, rounded to whole pixels; the
+    first box that fits is placed uniformly at random; if none fits, a centre crop of the whole
+    image clamped to ``ratio``.
+
+    Args:
+        u: (n, CROP_DRAWS) float64 uniforms in [0, 1): 10 area draws, 10 ratio draws, 2 placement draws.
+    """
+    area = height * width
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    tries = _CROP_ATTEMPTS
+    target = area * (scale[0] + (scale[1] - scale[0]) * u[:, :tries])  # (n, 10)
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, tries : 2 * tries])  # (n, 10)
+    w = torch.round(torch.sqrt(target * aspect))  # (n, 10)
+    h = torch.round(torch.sqrt(target / aspect))  # (n, 10)
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)  # (n, 10)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # (n, 1): first box that fits
+    w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)  # (n,)
+
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        fallback_w, fallback_h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        fallback_w, fallback_h = round(height * ratio[1]), height
+    else:
+        fallback_w, fallback_h = width, height
+    found = fits.any(dim=1)  # (n,)
+    w = torch.where(found, w, torch.full_like(w, fallback_w))
+    h = torch.where(found, h, torch.full_like(h, fallback_h))
+    place = u[:, 2 * tries : 2 * tries + 2]  # (n, 2)
+    top = torch.where(found, torch.floor(place[:, 0] * (height - h + 1)), (height - h) // 2)
+    left = torch.where(found, torch.floor(place[:, 1] * (width - w + 1)), (width - w) // 2)
+    return torch.stack([top, left, h, w], dim=1)  # (n, 4)
+
+
+def sample_view_params(spec: ViewSpec, u: Tensor, height: int, width: int) -> Tensor:
+    """Parameters of views drawn with ``spec`` from uniforms ``u`` (n, VIEW_DRAWS): a (n, 18) table."""
+    n = u.shape[0]
+    table = torch.zeros(n, _NUM_COLUMNS, dtype=torch.float64, device=u.device)
+    table[:, :4] = sample_crop_boxes(u[:, :CROP_DRAWS], height, width, spec.crop_scale, spec.crop_ratio)
+    v = u[:, CROP_DRAWS:]  # (n, 14)
+    table[:, _FLIP] = (v[:, 0] < spec.hflip_prob).double()
+    table[:, _JITTER] = (v[:, 1] < spec.jitter_prob).double() if spec.jitter_strength > 0 else 0.0
+    s = spec.jitter_strength
+    lo = max(0.0, 1.0 - 0.8 * s)
+    table[:, 6:9] = lo + (1.0 + 0.8 * s - lo) * v[:, 2:5]  # brightness, contrast, saturation factors
+    table[:, 9] = 0.2 * s * (2.0 * v[:, 5] - 1.0)  # hue shift in [-0.2s, 0.2s]
+    table[:, _ORDER] = v[:, 6:10].argsort(dim=1).double()  # a uniformly random order of the 4 ops
+    table[:, _GRAY] = (v[:, 10] < spec.grayscale_prob).double()
+    table[:, _BLUR] = (v[:, 11] < spec.blur_prob).double()
+    table[:, _SIGMA] = spec.blur_sigma[0] + (spec.blur_sigma[1] - spec.blur_sigma[0]) * v[:, 12]
+    table[:, _SOLAR] = (v[:, 13] < spec.solarize_prob).double()
+    return table
+
+
+class BatchViews:
+    """Make ``len(specs)`` augmented views of every image in a batch, each image with its own parameters.
+
+    Views of the same size are cropped together (one ``roi_align`` call) and colour-transformed
+    together, so a batch costs a fixed handful of kernels whatever its size. Computation runs in
+    float32 on the images' device; the views are returned in ``dtype``.
+
+    Args:
+        specs: one :class:`ViewSpec` per output view (e.g. ``[global] * 2 + [local] * 4``).
+        channels: channels of the output views (1 or 3); 1-channel input is repeated to 3 when needed.
+        mean, std: per-channel normalisation (1 value, repeated, or ``channels`` values).
+        dtype: floating dtype of the returned views (e.g. ``torch.bfloat16``).
+
+    Example::
+
+        >>> images = torch.zeros(8, 1, 16, 16, dtype=torch.uint8)
+        >>> views = BatchViews([ViewSpec(16)] * 2, channels=1)(images, seeds=0)
+        >>> [tuple(v.shape) for v in views]
+        [(8, 1, 16, 16), (8, 1, 16, 16)]
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[ViewSpec],
+        channels: int,
+        mean: Sequence[float] = (0.5,),
+        std: Sequence[float] = (0.5,),
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if len(specs) == 0:
+            raise ValueError("BatchViews needs at least one ViewSpec, got none")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+        mean, std = list(mean), list(std)
+        mean, std = (mean * channels if len(mean) == 1 else mean), (std * channels if len(std) == 1 else std)
+        if len(mean) != channels or len(std) != channels or any(s <= 0 for s in std):
+            raise ValueError(
+                f"mean and std need 1 or {channels} values (std > 0) for {channels}-channel views, "
+                f"got mean={mean}, std={std}"
+            )
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating dtype such as torch.float32, got {dtype}")
+        self.specs = list(specs)
+        self.channels = channels
+        self.mean = torch.tensor(mean, dtype=torch.float32)
+        self.std = torch.tensor(std, dtype=torch.float32)
+        self.dtype = dtype
+
+    def sample_params(self, seeds: Tensor, height: int, width: int) -> list[Tensor]:
+        """The (B, 18) parameter table of every view; image ``i`` draws only from ``seeds[i]``'s stream."""
+        return [
+            sample_view_params(spec, rng.uniform(seeds, VIEW_DRAWS, offset=v * _VIEW_STRIDE), height, width)
+            for v, spec in enumerate(self.specs)
+        ]
+
+    def __call__(self, images: Tensor, seeds: Tensor | int) -> list[Tensor]:
+        """uint8 (or float in [0, 1]) images (B, C, H, W) -> list of views (B, channels, size, size).
+
+        Args:
+            images: the batch, on any device.
+            seeds: (B,) int64 per-image seeds (e.g. the sampler's sample seeds), or one int from
+                which per-image seeds are derived.
+        """
+        if images.ndim != 4 or images.shape[1] not in (1, self.channels):
+            raise ValueError(
+                f"images must be (B, C, H, W) with C = 1 or {self.channels}, got {tuple(images.shape)}"
+            )
+        b, _, height, width = images.shape
+        if isinstance(seeds, int):
+            seeds = rng.derive_seeds(seeds, b, device=images.device)
+        if seeds.shape != (b,):
+            raise ValueError(f"seeds must hold one seed per image, shape ({b},), got {tuple(seeds.shape)}")
+        params = self.sample_params(seeds.to(images.device), height, width)
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()  # (B, C, H, W)
+        views: list[Tensor | None] = [None] * len(self.specs)
+        for size in dict.fromkeys(spec.size for spec in self.specs):  # one pass per output size
+            members = [v for v, spec in enumerate(self.specs) if spec.size == size]
+            table = torch.cat([params[v] for v in members]).float()  # (V*B, 18)
+            source = torch.arange(b, device=x.device).repeat(len(members))  # (V*B,)
+            out = ops.resized_crop(x, table[:, :4], size, source)  # (V*B, C, size, size)
+            if out.shape[1] != self.channels:
+                out = out.expand(-1, self.channels, -1, -1)  # grayscale data for an RGB backbone
+            out = self._colour(out, table, [self.specs[v] for v in members], b)
+            for v, view in zip(members, out.split(b), strict=True):
+                views[v] = view.to(self.dtype)
+        return [v for v in views if v is not None]
+
+    def _colour(self, x: Tensor, table: Tensor, specs: list[ViewSpec], b: int) -> Tensor:
+        """Flip, jitter, grayscale, blur, solarise and normalise the crops (V*B, C, S, S)."""
+        x = ops.hflip(x, table[:, _FLIP].bool())
+        jitter = table[:, _JITTER].bool()
+        if bool(jitter.any()):
+            x = self._jitter(x.contiguous(), table, jitter)
+        if self.channels == 3:
+            x = ops.grayscale(x, table[:, _GRAY].bool())
+        blur = table[:, _BLUR].bool()
+        if bool(blur.any()):
+            kernels = torch.tensor([spec.blur_kernel for spec in specs], device=x.device)
+            for kernel in kernels.unique().tolist():  # views of one size may still differ in kernel
+                rows = (blur & (kernels.repeat_interleave(b) == kernel)).nonzero().squeeze(1)
+                if rows.numel():
+                    x[rows] = ops.gaussian_blur(x[rows], table[rows, _SIGMA], int(kernel))
+        x = ops.solarize(x, table[:, _SOLAR].bool())
+        return ops.normalize(x, self.mean.to(x.device), self.std.to(x.device))
+
+    def _jitter(self, x: Tensor, table: Tensor, jitter: Tensor) -> Tensor:
+        """ColorJitter with each image's own op order: 4 rounds, each applying one op per image."""
+        fns = [ops.adjust_brightness, ops.adjust_contrast, ops.adjust_saturation, ops.adjust_hue]
+        order = table[:, _ORDER].long()  # (N, 4)
+        factors = table[:, _FACTORS]  # (N, 4)
+        for position in range(4):
+            for op, fn in enumerate(fns):
+                if self.channels == 1 and op >= 2:
+                    continue  # saturation and hue are undefined on one channel
+                rows = (jitter & (order[:, position] == op)).nonzero().squeeze(1)
+                if rows.numel():
+                    x[rows] = fn(x[rows], factors[rows, op])
+        return x

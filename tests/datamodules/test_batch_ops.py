@@ -1,0 +1,123 @@
+"""Each batched op equals torchvision's functional op applied image by image with the same parameters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from lightning_tl.datamodules import batch_ops as ops
+from lightning_tl.datamodules.counter_rng import splitmix64, uniform
+from lightning_tl.datamodules.sampling import _splitmix64
+
+B = 12
+
+
+def _images(channels: int, h: int = 20, w: int = 24, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(B, channels, h, w, generator=g)  # (B, C, H, W) in [0, 1]
+
+
+def _factors(lo: float, hi: float, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return lo + (hi - lo) * torch.rand(B, generator=g)  # (B,)
+
+
+def _per_image(fn, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    return torch.stack([fn(x[i], float(params[i])) for i in range(x.shape[0])])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize(
+    ("batched", "reference", "lo", "hi"),
+    [
+        (ops.adjust_brightness, TF.adjust_brightness, 0.0, 2.0),
+        (ops.adjust_contrast, TF.adjust_contrast, 0.0, 2.0),
+        (ops.adjust_saturation, TF.adjust_saturation, 0.0, 2.0),
+        (ops.adjust_hue, TF.adjust_hue, -0.5, 0.5),
+    ],
+)
+def test_colour_ops_match_torchvision(batched, reference, lo: float, hi: float, channels: int) -> None:  # type: ignore[no-untyped-def]
+    x, f = _images(channels), _factors(lo, hi)
+    torch.testing.assert_close(batched(x, f), _per_image(reference, x, f), atol=3e-6, rtol=0)
+
+
+def test_hsv_round_trip_and_grey_pixels() -> None:
+    x = _images(3)
+    x[0] = 0.5  # a grey image: saturation 0, hue defined as 0
+    hsv = ops.rgb_to_hsv(x)
+    assert hsv[0, 0].abs().max() == 0 and hsv[0, 1].abs().max() == 0
+    assert float(hsv[:, 0].min()) >= 0 and float(hsv[:, 0].max()) < 1
+    torch.testing.assert_close(ops.hsv_to_rgb(hsv), x, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_grayscale_flip_solarize_normalize(channels: int) -> None:
+    x = _images(channels)
+    apply = torch.arange(B) % 3 == 0  # (B,) a third of the images
+    gray = ops.grayscale(x, apply)
+    expected = torch.stack(
+        [TF.rgb_to_grayscale(x[i], channels) if apply[i] and channels == 3 else x[i] for i in range(B)]
+    )
+    torch.testing.assert_close(gray, expected, atol=1e-6, rtol=0)
+    flipped = ops.hflip(x, apply)
+    assert all(torch.equal(flipped[i], TF.horizontal_flip(x[i]) if apply[i] else x[i]) for i in range(B))
+    solar = ops.solarize(x, apply)
+    assert all(torch.equal(solar[i], TF.solarize(x[i], 0.5) if apply[i] else x[i]) for i in range(B))
+    mean, std = torch.rand(channels), torch.rand(channels) + 0.5
+    torch.testing.assert_close(
+        ops.normalize(x, mean, std), TF.normalize(x, mean.tolist(), std.tolist()), atol=1e-6, rtol=0
+    )
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+def test_blur_matches_torchvision(kernel: int) -> None:
+    x, sigma = _images(3), _factors(0.1, 2.0)
+    expected = torch.stack(
+        [TF.gaussian_blur(x[i], [kernel, kernel], [float(sigma[i])] * 2) for i in range(B)]
+    )
+    torch.testing.assert_close(ops.gaussian_blur(x, sigma, kernel), expected, atol=2e-6, rtol=0)
+    with pytest.raises(ValueError, match="odd"):
+        ops.gaussian_blur(x, sigma, 4)
+
+
+@pytest.mark.parametrize("size", [5, 8, 16, 32, 40])
+def test_resized_crop_matches_torchvision_antialiased(size: int) -> None:
+    x = _images(3, 20, 24)
+    g = torch.Generator().manual_seed(size)
+    h = torch.randint(1, 21, (B,), generator=g)
+    w = torch.randint(1, 25, (B,), generator=g)
+    top = (torch.rand(B, generator=g) * (21 - h)).floor().long()
+    left = (torch.rand(B, generator=g) * (25 - w)).floor().long()
+    boxes = torch.stack([top, left, h, w], dim=1)  # (B, 4): crops that shrink and crops that enlarge
+    expected = torch.stack(
+        [TF.resized_crop(x[i], *boxes[i].tolist(), [size, size], antialias=True) for i in range(B)]
+    )
+    torch.testing.assert_close(ops.resized_crop(x, boxes.double(), size), expected, atol=2e-6, rtol=0)
+
+
+def test_resized_crop_with_source_index_and_uint8_scale() -> None:
+    images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    boxes = torch.tensor([[0, 0, 28, 28], [2, 3, 10, 20], [5, 5, 20, 20], [0, 0, 28, 28]]).double()
+    source = torch.tensor([2, 0, 0, 1])
+    out = ops.resized_crop(images.float() / 255, boxes, 28, source)  # (4, 1, 28, 28)
+    assert out.shape == (4, 1, 28, 28)
+    torch.testing.assert_close(out[0], images[2].float() / 255, atol=1e-6, rtol=0)  # the identity crop
+    ref = TF.resized_crop(images[0], 2, 3, 10, 20, [28, 28], antialias=True).float() / 255  # uint8 path
+    assert (out[1] - ref).abs().max() <= 1 / 255 + 1e-6  # within uint8 rounding of torchvision
+
+
+def test_counter_rng_is_splitmix64_and_uniform() -> None:
+    g = torch.Generator().manual_seed(0)
+    seeds = torch.randint(-(2**63), 2**63 - 1, (500,), generator=g, dtype=torch.int64)
+    mixed = splitmix64(seeds).tolist()
+    assert all(
+        m & (2**64 - 1) == _splitmix64(s & (2**64 - 1)) for m, s in zip(mixed, seeds.tolist(), strict=True)
+    )
+    u = uniform(seeds, 40)  # (500, 40)
+    assert u.dtype == torch.float64 and float(u.min()) >= 0 and float(u.max()) < 1
+    assert abs(float(u.mean()) - 0.5) < 0.01 and abs(float(u.var()) - 1 / 12) < 0.005
+    torch.testing.assert_close(uniform(seeds, 10, offset=30), u[:, 30:])  # streams split by offset
+    assert torch.equal(uniform(seeds[:7], 40), u[:7])  # a row depends on its own seed only
+    with pytest.raises(ValueError, match="int64"):
+        uniform(seeds.int(), 3)
