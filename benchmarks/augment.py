@@ -1,56 +1,118 @@
-"""Table (b): two-view SimCLR augmentation throughput, images/s in one process (= per worker).
+"""Table (b): two-view SimCLR augmentation throughput, per-sample pipelines vs batched views.
 
-Fashion-MNIST train images (uint8 tensors), each turned into two SimCLR views: ours (the
-datamodule's seeded per-sample path) and the same torchvision v2 pipeline called directly
-(the cost of our per-sample seeding is the difference).
+Images: random crops of scikit-image's colour photographs, stored as uint8 RGB at the table's size.
+Each image becomes two views with the SimCLR ImageNet recipe (crop scale 0.08-1, flip, colour jitter
+s=1 with p=0.8, grayscale p=0.2, blur p=0.5 with a kernel of 10% of the side, normalisation):
+
+* per-sample, torchvision v2 on uint8 tensors (our ``view_transform``, what a DataLoader worker runs);
+* per-sample, lightly's ``SimCLRTransform`` on PIL images (its defaults are the same recipe);
+* batched: :class:`~lightning_tl.datamodules.batch_views.BatchViews` on batches of 256, on one
+  thread and on all threads.
+
+Per-sample pipelines run on one thread (= one DataLoader worker).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
+import numpy as np
 import torch
+from torchvision.transforms import v2
 
 from benchmarks._timing import markdown_table
-from lightning_tl.datamodules import FashionMNISTDataModule
+from lightning_tl.datamodules.batch_views import BatchViews
+from lightning_tl.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, simclr_view_spec, view_transform
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
 
 
-def _rate(fn, items: int) -> float:  # type: ignore[no-untyped-def]
-    fn(min(items, 100))  # warm-up
+def photo_crops(count: int, size: int, seed: int = 0) -> torch.Tensor:
+    """``count`` random crops of scikit-image's colour photos resized to ``size``: uint8 (N, 3, S, S)."""
+    from skimage import data
+
+    g = torch.Generator().manual_seed(seed)
+    photos = [
+        torch.from_numpy(np.ascontiguousarray(getattr(data, name)())).permute(2, 0, 1) for name in PHOTOS
+    ]
+    crop = v2.RandomResizedCrop(size, scale=(0.05, 0.5), antialias=True)
+    out = []
+    for i in range(count):
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
+            out.append(crop(photos[i % len(photos)][:3]))
+    return torch.stack(out)
+
+
+def _rate(fn: Callable[[int], object], items: int) -> float:
+    fn(min(items, 64))  # warm-up
     start = time.perf_counter()
     fn(items)
     return items / (time.perf_counter() - start)
 
 
-def run(items: int = 3000, sizes: tuple[int, ...] = (28, 32)) -> str:
-    torch.set_num_threads(1)  # one DataLoader worker = one thread
+def _lightly_rate(images: torch.Tensor, size: int, items: int) -> str:
+    try:
+        from lightly.transforms import SimCLRTransform
+    except ImportError:
+        return "lightly not installed (`make bench` installs it)"
+    from PIL import Image
+
+    transform = SimCLRTransform(input_size=size)
+    pil = [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in images[:items]]
+
+    def run(n: int) -> None:
+        for i in range(n):
+            transform(pil[i % len(pil)])
+
+    return f"{_rate(run, items):.0f}"
+
+
+def run(items: int = 1024, sizes: tuple[int, ...] = (32, 64, 96), batch: int = 256) -> str:
+    threads = torch.get_num_threads()
     rows = []
     for size in sizes:
-        data = FashionMNISTDataModule(num_views=2, image_size=size, batch_size=256)
-        data.setup("fit")
-        loader = data.train_dataloader()
-        dataset = loader.dataset
-        keys = list(iter(loader.sampler))  # (index, sample_seed) pairs, as the loader draws them
-        transform = dataset.transform  # the two-view MultiViewTransform
-        source = dataset.source
+        images = photo_crops(items, size)
+        spec = simclr_view_spec(size, 3, jitter_strength=1.0)
+        one_view = view_transform(spec, 3, IMAGENET_MEAN, IMAGENET_STD)
+        batched = BatchViews([spec, spec], 3, IMAGENET_MEAN, IMAGENET_STD)
 
-        def ours(n: int, dataset=dataset, keys=keys) -> None:  # type: ignore[no-untyped-def]
-            for key in keys[:n]:
-                dataset[key]
-
-        def plain(n: int, transform=transform, source=source) -> None:  # type: ignore[no-untyped-def]
+        def per_sample(n: int, images: torch.Tensor = images, view: v2.Compose = one_view) -> None:
             for i in range(n):
-                transform(source.image(i))
+                view(images[i % len(images)]), view(images[i % len(images)])
 
-        rows.append([size, f"{_rate(ours, items):.0f}", f"{_rate(plain, items):.0f}"])
+        def batches(n: int, images: torch.Tensor = images, make: BatchViews = batched) -> None:
+            for start in range(0, n, batch):
+                make(images[start : start + batch], start)
+
+        torch.set_num_threads(1)
+        tv = _rate(per_sample, items)
+        lightly = _lightly_rate(images, size, items)
+        ours_1 = _rate(batches, items)
+        torch.set_num_threads(threads)
+        ours_all = _rate(batches, items)
+        rows.append(
+            [
+                size,
+                f"{tv:.0f}",
+                lightly,
+                f"{ours_1:.0f} ({ours_1 / tv:.1f}x)",
+                f"{ours_all:.0f} ({ours_all / tv:.1f}x)",
+            ]
+        )
     title = (
-        f"Two-view SimCLR augmentation "
-        "(random resized crop, flip, colour jitter, grayscale, blur at >= 32 px) "
-        f"of Fashion-MNIST uint8 images, one thread, {items} images\n\n"
+        f"Two views per image, SimCLR recipe (s=1, blur at 10% kernel), RGB photo crops, {items} images; "
+        f"images/s (x = speed-up over per-sample torchvision v2)\n\n"
     )
-    return title + markdown_table(
-        ["image px", "ours: seeded per-sample (img/s)", "torchvision v2 pipeline alone (img/s)"], rows
-    )
+    header = [
+        "image px",
+        "per-sample torchvision v2, 1 thread",
+        "per-sample lightly SimCLRTransform, 1 thread",
+        f"batched BatchViews (batch {batch}), 1 thread",
+        f"batched, {threads} threads",
+    ]
+    return title + markdown_table(header, rows)
 
 
 if __name__ == "__main__":

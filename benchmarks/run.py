@@ -1,4 +1,4 @@
-"""Print every benchmark table as markdown: ``python -m benchmarks.run [overhead|augment|knn ...]``."""
+"""Print benchmark tables as markdown: ``python -m benchmarks.run [overhead|augment|knn|device_views]``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ import sys
 
 import torch
 
-from benchmarks import augment, overhead, quickstart_knn
+from benchmarks import augment, device_views, overhead, quickstart_knn
 
-TABLES = {"overhead": overhead.run, "augment": augment.run, "knn": quickstart_knn.run}
+TABLES = {
+    "overhead": overhead.run,
+    "augment": augment.run,
+    "knn": quickstart_knn.run,
+    "device_views": device_views.run,
+}
 
 
 def main(names: list[str]) -> None:

@@ -80,3 +80,15 @@ def test_wrong_architecture_reports_missing_keys(tmp_path: Path) -> None:
 def test_bad_in_chans() -> None:
     with pytest.raises(ValueError, match="in_chans must be >= 1, got 0"):
         create_backbone("resnet18", in_chans=0)
+
+
+def test_model_kwargs_reach_the_constructor() -> None:
+    narrow = create_backbone(
+        "timm/resnet18", small_input=True, in_chans=1, model_kwargs={"channels": [16, 32, 64, 128]}
+    )
+    assert narrow.num_features == 128
+    assert narrow(torch.zeros(2, 1, 16, 16)).shape == (2, 128)
+    tv = create_backbone("resnet50", model_kwargs={"width_per_group": 32})  # torchvision kwargs too
+    assert tv.model.layer1[0].conv1.out_channels == 32
+    with pytest.raises(ValueError, match=r"may not set \['in_chans'\]"):
+        create_backbone("timm/resnet18", model_kwargs={"in_chans": 3})

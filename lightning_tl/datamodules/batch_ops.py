@@ -3,7 +3,8 @@
 torchvision's functional ops apply one set of parameters to a whole batch; these apply a different
 one to each image in a single call, so every view of a batch is made with a handful of tensor
 kernels instead of a Python loop over images. Images are float (B, C, H, W) in [0, 1] with C in
-{1, 3}; per-image parameters are (B,) tensors on the images' device. Each op follows the
+{1, 3}; per-image parameters are (B,) tensors on the images' device. (Which images an op applies
+to at all is the caller's choice: ``BatchViews`` passes only the selected rows.) Each op follows the
 definition of the torchvision v2 functional op of the same name (e.g. ``adjust_contrast`` blends
 with the mean of the grayscale image), so the two agree for the same parameters; tests check this.
 """
@@ -16,9 +17,6 @@ from torch import Tensor
 
 # ITU-R 601-2 luma weights, the ones torchvision's rgb_to_grayscale uses.
 _LUMA = (0.2989, 0.587, 0.114)
-
-# hsv -> rgb: in hue sector i (0..5), (r, g, b) are components [v, q, p, t][table[i]].
-_HSV_SECTORS = ((0, 3, 2), (1, 0, 2), (2, 0, 3), (2, 1, 0), (3, 2, 0), (0, 2, 1))
 
 
 def _per_image(values: Tensor) -> Tensor:
@@ -52,7 +50,9 @@ def resize_weights(start: Tensor, length: Tensor, size: int, full: int) -> Tenso
     return weights / weights.sum(dim=2, keepdim=True)
 
 
-def resized_crop(images: Tensor, boxes: Tensor, size: int, source: Tensor | None = None) -> Tensor:
+def resized_crop(
+    images: Tensor, boxes: Tensor, size: int, source: Tensor | None = None, flip: Tensor | None = None
+) -> Tensor:
     """Crop ``boxes`` out of ``images`` and resize each crop to ``size`` x ``size``, all at once.
 
     Separable resampling with per-crop matrices from :func:`resize_weights`: two batched matrix
@@ -65,6 +65,7 @@ def resized_crop(images: Tensor, boxes: Tensor, size: int, source: Tensor | None
         boxes: (K, 4) ``(top, left, height, width)`` in whole pixels, one row per output crop.
         size: output side.
         source: (K,) int64 index into ``images`` of each box's image; default ``arange(K)`` (K == N).
+        flip: (K,) bool: mirror these crops left to right (free: their column weights are reversed).
 
     Returns:
         (K, C, size, size) in the dtype of ``images``.
@@ -74,14 +75,16 @@ def resized_crop(images: Tensor, boxes: Tensor, size: int, source: Tensor | None
     top, left, crop_h, crop_w = boxes.unbind(-1)  # each (K,)
     rows = resize_weights(top, crop_h, size, height)  # (K, S, H)
     cols = resize_weights(left, crop_w, size, width)  # (K, S, W)
-    crops = images if source is None else images[source]  # (K, C, H, W)
+    if flip is not None:
+        cols = torch.where(flip.view(-1, 1, 1), cols.flip(1), cols)  # output column j <- S - 1 - j
+    crops = images if source is None else images.index_select(0, source)  # (K, C, H, W)
     x = crops @ cols.transpose(1, 2).unsqueeze(1)  # (K, C, H, S)
     return rows.unsqueeze(1) @ x  # (K, C, S, S)
 
 
-def hflip(images: Tensor, flip: Tensor) -> Tensor:
-    """Mirror the images where ``flip`` (B,) bool is true."""
-    return torch.where(_per_image(flip), images.flip(-1), images)
+def hflip(images: Tensor) -> Tensor:
+    """Mirror the images left to right."""
+    return images.flip(-1)
 
 
 def rgb_to_grayscale(images: Tensor) -> Tensor:
@@ -115,55 +118,62 @@ def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
     return _blend(images, rgb_to_grayscale(images), factor)
 
 
+def _hue_sixths(images: Tensor, value: Tensor, chroma: Tensor) -> Tensor:
+    """Hue in sixths of the circle, (B, 1, H, W) in (-1, 5], measured from the maximal channel.
+
+    Ties go to red, then green (the hexcone model's convention); grey pixels (chroma 0) get an
+    arbitrary hue that is never used.
+    """
+    r, g, b = images[:, 0:1], images[:, 1:2], images[:, 2:3]  # each (B, 1, H, W)
+    inv = 1.0 / torch.where(chroma == 0, torch.ones_like(chroma), chroma)
+    from_g = 2.0 + (b - r) * inv
+    from_b = 4.0 + (r - g) * inv
+    return torch.where(value == r, (g - b) * inv, torch.where(value == g, from_g, from_b))
+
+
+# Offsets n of the closed-form hsv -> rgb: channel = v - c * clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6.
+_CHANNEL_OFFSETS = (5.0, 3.0, 1.0)
+
+
+def _from_sixths(sixths: Tensor, value: Tensor, chroma: Tensor) -> Tensor:
+    """RGB (B, 3, H, W) from hue in sixths (B, 1, H, W), value and chroma (the hexcone's closed form)."""
+    offsets = torch.tensor(_CHANNEL_OFFSETS, device=sixths.device, dtype=sixths.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(offsets + sixths, 6.0)  # (B, 3, H, W)
+    return value - chroma * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+
+
 def rgb_to_hsv(images: Tensor) -> Tensor:
     """RGB (B, 3, H, W) in [0, 1] -> HSV (B, 3, H, W), hue in [0, 1) (the hexcone model)."""
-    r, g, b = images.unbind(-3)  # each (B, H, W)
-    value, _ = images.max(dim=-3)
-    chroma = value - images.min(dim=-3).values
-    grey = chroma == 0
-    saturation = chroma / torch.where(grey, torch.ones_like(value), value)
-    safe_chroma = torch.where(grey, torch.ones_like(chroma), chroma)
-    # Hue in sixths of the circle, measured from the channel that holds the maximum.
-    from_r = (g - b) / safe_chroma
-    from_g = 2.0 + (b - r) / safe_chroma
-    from_b = 4.0 + (r - g) / safe_chroma
-    hue = torch.where(value == r, from_r, torch.where(value == g, from_g, from_b))
-    hue = torch.where(grey, torch.zeros_like(hue), hue)
-    hue = torch.remainder(hue / 6.0, 1.0)
-    return torch.stack([hue, saturation, value], dim=-3)
+    value = images.amax(dim=-3, keepdim=True)  # (B, 1, H, W)
+    chroma = value - images.amin(dim=-3, keepdim=True)
+    hue = torch.where(chroma == 0, 0.0, torch.remainder(_hue_sixths(images, value, chroma) / 6.0, 1.0))
+    saturation = chroma / torch.where(value == 0, torch.ones_like(value), value)
+    return torch.cat([hue, saturation, value], dim=-3)
 
 
 def hsv_to_rgb(images: Tensor) -> Tensor:
     """HSV (B, 3, H, W) with hue in [0, 1) -> RGB (B, 3, H, W) in [0, 1]."""
-    hue, saturation, value = images.unbind(-3)  # each (B, H, W)
-    sixths = hue * 6.0
-    sector = torch.floor(sixths)
-    frac = sixths - sector
-    sector = sector.long().remainder(6)
-    p = value * (1.0 - saturation)
-    q = value * (1.0 - saturation * frac)
-    t = value * (1.0 - saturation * (1.0 - frac))
-    parts = torch.stack([value, q, p, t], dim=-3)  # (B, 4, H, W)
-    table = torch.tensor(_HSV_SECTORS, device=images.device)  # (6, 3)
-    index = table[sector].movedim(-1, -3)  # (B, 3, H, W): which part each channel takes
-    return parts.gather(-3, index)
+    hue, saturation, value = images[:, 0:1], images[:, 1:2], images[:, 2:3]  # each (B, 1, H, W)
+    return _from_sixths(hue * 6.0, value, value * saturation)
 
 
 def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
-    """Rotate the hue of each RGB image by ``shift`` (B,) in [-0.5, 0.5]; 1-channel images unchanged."""
+    """Rotate the hue of each RGB image by ``shift`` (B,) in [-0.5, 0.5]; 1-channel images unchanged.
+
+    Value and chroma stay, the hue turns: the hexcone round trip of torchvision's ``adjust_hue``
+    without materialising HSV images.
+    """
     if images.shape[-3] == 1:
         return images
-    hsv = rgb_to_hsv(images)
-    hue = torch.remainder(hsv[:, :1] + _per_image(shift), 1.0)  # (B, 1, H, W)
-    return hsv_to_rgb(torch.cat([hue, hsv[:, 1:]], dim=1))
+    value = images.amax(dim=-3, keepdim=True)  # (B, 1, H, W)
+    chroma = value - images.amin(dim=-3, keepdim=True)
+    sixths = _hue_sixths(images, value, chroma) + 6.0 * _per_image(shift)
+    return _from_sixths(sixths, value, chroma)
 
 
-def grayscale(images: Tensor, apply: Tensor) -> Tensor:
-    """Replace the images where ``apply`` (B,) is true by their luma, repeated on every channel."""
-    if images.shape[-3] == 1:
-        return images
-    gray = rgb_to_grayscale(images).expand_as(images)
-    return torch.where(_per_image(apply), gray, images)
+def grayscale(images: Tensor) -> Tensor:
+    """Each image's luma repeated on every channel (the same shape as ``images``)."""
+    return rgb_to_grayscale(images).expand_as(images)
 
 
 def gaussian_kernels(sigma: Tensor, kernel_size: int) -> Tensor:
@@ -191,10 +201,9 @@ def gaussian_blur(images: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     return planes.view(b, c, h, w)
 
 
-def solarize(images: Tensor, apply: Tensor, threshold: float = 0.5) -> Tensor:
-    """Invert the pixels >= ``threshold`` of the images where ``apply`` (B,) is true."""
-    inverted = torch.where(images >= threshold, 1.0 - images, images)
-    return torch.where(_per_image(apply), inverted, images)
+def solarize(images: Tensor, threshold: float = 0.5) -> Tensor:
+    """Invert the pixels >= ``threshold``."""
+    return torch.where(images >= threshold, 1.0 - images, images)
 
 
 def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:

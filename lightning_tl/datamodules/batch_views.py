@@ -19,8 +19,9 @@ smaller local ones with their own size and crop scale.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -239,7 +240,8 @@ class BatchViews:
             members = [v for v, spec in enumerate(self.specs) if spec.size == size]
             table = torch.cat([params[v] for v in members]).float()  # (V*B, 18)
             source = torch.arange(b, device=x.device).repeat(len(members))  # (V*B,)
-            out = ops.resized_crop(x, table[:, :4], size, source)  # (V*B, C, size, size)
+            flip = table[:, _FLIP].bool()  # the flip follows the crop: reverse the crop's columns
+            out = ops.resized_crop(x, table[:, :4], size, source, flip)  # (V*B, C, size, size)
             if out.shape[1] != self.channels:
                 out = out.expand(-1, self.channels, -1, -1)  # grayscale data for an RGB backbone
             out = self._colour(out, table, [self.specs[v] for v in members], b)
@@ -248,24 +250,24 @@ class BatchViews:
         return [v for v in views if v is not None]
 
     def _colour(self, x: Tensor, table: Tensor, specs: list[ViewSpec], b: int) -> Tensor:
-        """Flip, jitter, grayscale, blur, solarise and normalise the crops (V*B, C, S, S)."""
-        x = ops.hflip(x, table[:, _FLIP].bool())
+        """Jitter, grayscale, blur, solarise and normalise the (already flipped) crops (V*B, C, S, S).
+
+        Each random step runs only on the rows it was drawn for (gathered, transformed, written back).
+        """
+        x = x.contiguous()  # owned memory: the steps write their rows back in place
         jitter = table[:, _JITTER].bool()
         if bool(jitter.any()):
-            x = self._jitter(x.contiguous(), table, jitter)
+            self._jitter(x, table, jitter)
         if self.channels == 3:
-            x = ops.grayscale(x, table[:, _GRAY].bool())
-        blur = table[:, _BLUR].bool()
-        if bool(blur.any()):
-            kernels = torch.tensor([spec.blur_kernel for spec in specs], device=x.device)
-            for kernel in kernels.unique().tolist():  # views of one size may still differ in kernel
-                rows = (blur & (kernels.repeat_interleave(b) == kernel)).nonzero().squeeze(1)
-                if rows.numel():
-                    x[rows] = ops.gaussian_blur(x[rows], table[rows, _SIGMA], int(kernel))
-        x = ops.solarize(x, table[:, _SOLAR].bool())
+            _on_rows(x, table[:, _GRAY], lambda rows, img: ops.grayscale(img))
+        kernels = torch.tensor([spec.blur_kernel for spec in specs], device=x.device).repeat_interleave(b)
+        for kernel in dict.fromkeys(spec.blur_kernel for spec in specs):  # specs of one size may differ
+            blur = table[:, _BLUR].bool() & (kernels == kernel)
+            _on_rows(x, blur, partial(_blur_step, table[:, _SIGMA], kernel))
+        _on_rows(x, table[:, _SOLAR], lambda rows, img: ops.solarize(img))
         return ops.normalize(x, self.mean.to(x.device), self.std.to(x.device))
 
-    def _jitter(self, x: Tensor, table: Tensor, jitter: Tensor) -> Tensor:
+    def _jitter(self, x: Tensor, table: Tensor, jitter: Tensor) -> None:
         """ColorJitter with each image's own op order: 4 rounds, each applying one op per image."""
         fns = [ops.adjust_brightness, ops.adjust_contrast, ops.adjust_saturation, ops.adjust_hue]
         order = table[:, _ORDER].long()  # (N, 4)
@@ -274,7 +276,20 @@ class BatchViews:
             for op, fn in enumerate(fns):
                 if self.channels == 1 and op >= 2:
                     continue  # saturation and hue are undefined on one channel
-                rows = (jitter & (order[:, position] == op)).nonzero().squeeze(1)
-                if rows.numel():
-                    x[rows] = fn(x[rows], factors[rows, op])
-        return x
+                selected = jitter & (order[:, position] == op)
+                _on_rows(x, selected, partial(_jitter_step, fn, factors[:, op]))
+
+
+def _blur_step(sigma: Tensor, kernel: int, rows: Tensor, img: Tensor) -> Tensor:
+    return ops.gaussian_blur(img, sigma[rows], kernel)
+
+
+def _jitter_step(fn: Callable[[Tensor, Tensor], Tensor], factor: Tensor, rows: Tensor, img: Tensor) -> Tensor:
+    return fn(img, factor[rows])
+
+
+def _on_rows(x: Tensor, selected: Tensor, step: Callable[[Tensor, Tensor], Tensor]) -> None:
+    """``x[rows] = step(rows, x[rows])`` in place for the rows where ``selected`` (N,) is true."""
+    rows = selected.bool().nonzero().squeeze(1)  # (n,)
+    if rows.numel():
+        x.index_copy_(0, rows, step(rows, x.index_select(0, rows)))

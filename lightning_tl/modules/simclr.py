@@ -38,6 +38,7 @@ class SimCLR(L.LightningModule):
 
     Args:
         backbone: ``create_backbone`` name (``"resnet18"``, ``"timm/resnet26"``).
+        backbone_kwargs: extra model arguments for ``create_backbone`` (e.g. timm ResNet ``channels``).
         pretrained: local weight file for the backbone, or None for random init.
         small_input: 3x3 stride-1 stem without max-pool, for 8-32 px images (paper, Appendix B.9).
         in_channels: image channels; linked from the datamodule by the CLI.
@@ -60,6 +61,7 @@ class SimCLR(L.LightningModule):
     def __init__(
         self,
         backbone: str = "resnet18",
+        backbone_kwargs: dict[str, Any] | None = None,
         pretrained: str | None = None,
         small_input: bool = True,
         in_channels: int = 3,
@@ -95,7 +97,11 @@ class SimCLR(L.LightningModule):
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
         self.warmup_epochs = warmup_epochs
         self.backbone = create_backbone(
-            backbone, pretrained=pretrained, small_input=small_input, in_chans=in_channels
+            backbone,
+            pretrained=pretrained,
+            small_input=small_input,
+            in_chans=in_channels,
+            model_kwargs=backbone_kwargs,
         )
         width = self.backbone.num_features
         self.projection_head = SimCLRProjectionHead(width, hidden_dim or width, output_dim, head_layers)

@@ -54,16 +54,11 @@ def test_hsv_round_trip_and_grey_pixels() -> None:
 @pytest.mark.parametrize("channels", [1, 3])
 def test_grayscale_flip_solarize_normalize(channels: int) -> None:
     x = _images(channels)
-    apply = torch.arange(B) % 3 == 0  # (B,) a third of the images
-    gray = ops.grayscale(x, apply)
-    expected = torch.stack(
-        [TF.rgb_to_grayscale(x[i], channels) if apply[i] and channels == 3 else x[i] for i in range(B)]
-    )
-    torch.testing.assert_close(gray, expected, atol=1e-6, rtol=0)
-    flipped = ops.hflip(x, apply)
-    assert all(torch.equal(flipped[i], TF.horizontal_flip(x[i]) if apply[i] else x[i]) for i in range(B))
-    solar = ops.solarize(x, apply)
-    assert all(torch.equal(solar[i], TF.solarize(x[i], 0.5) if apply[i] else x[i]) for i in range(B))
+    if channels == 3:
+        expected = torch.stack([TF.rgb_to_grayscale(x[i], 3) for i in range(B)])
+        torch.testing.assert_close(ops.grayscale(x), expected, atol=1e-6, rtol=0)
+    assert all(torch.equal(ops.hflip(x)[i], TF.horizontal_flip(x[i])) for i in range(B))
+    assert all(torch.equal(ops.solarize(x)[i], TF.solarize(x[i], 0.5)) for i in range(B))
     mean, std = torch.rand(channels), torch.rand(channels) + 0.5
     torch.testing.assert_close(
         ops.normalize(x, mean, std), TF.normalize(x, mean.tolist(), std.tolist()), atol=1e-6, rtol=0
@@ -94,6 +89,10 @@ def test_resized_crop_matches_torchvision_antialiased(size: int) -> None:
         [TF.resized_crop(x[i], *boxes[i].tolist(), [size, size], antialias=True) for i in range(B)]
     )
     torch.testing.assert_close(ops.resized_crop(x, boxes.double(), size), expected, atol=2e-6, rtol=0)
+    flip = torch.arange(B) % 2 == 0
+    flipped = ops.resized_crop(x, boxes.double(), size, flip=flip)
+    expected = torch.stack([TF.horizontal_flip(e) if f else e for e, f in zip(expected, flip, strict=True)])
+    torch.testing.assert_close(flipped, expected, atol=2e-6, rtol=0)
 
 
 def test_resized_crop_with_source_index_and_uint8_scale() -> None:
