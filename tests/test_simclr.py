@@ -61,9 +61,17 @@ def _trainer(tmp_path: Path, callbacks: list[L.Callback], **kwargs: Any) -> L.Tr
     )
 
 
+def _batch_loss(model: SimCLR, views: list[torch.Tensor]) -> float:
+    """NT-Xent of the model on fixed views (train-mode batch norm, as in training)."""
+    model.train()
+    with torch.no_grad():
+        z = model.project(model.encode_views(views))  # (2B, D)
+        return float(model.compute_loss(list(z.split(views[0].shape[0]))))
+
+
 def test_training_step_contract_and_learning(tmp_path: Path) -> None:
     L.seed_everything(0)
-    model, data = _model(), _data()
+    model, data = _model(optimizer="adamw", lr=2e-3, weight_decay=0.0), _data()  # Adam: visible in 20 steps
     data.setup("fit")
     views, labels = data.on_after_batch_transfer(next(iter(data.train_dataloader())), 0)
     out = model.training_step((views, labels), 0)
@@ -71,27 +79,33 @@ def test_training_step_contract_and_learning(tmp_path: Path) -> None:
     assert out["features"].shape == (32, model.backbone.num_features) and not out["features"].requires_grad
     assert torch.equal(out["labels"], labels)
     before = [p.detach().clone() for p in model.parameters()]
+    loss_before = _batch_loss(model, views)
     recorder = LossRecorder()
     _trainer(tmp_path, [recorder], max_epochs=4, limit_train_batches=5).fit(model, data)
     assert all(torch.isfinite(torch.tensor(recorder.losses)))
-    assert sum(recorder.losses[-3:]) < sum(recorder.losses[:3])
+    assert _batch_loss(model, views) < loss_before - 0.05  # the first batch's pairs are now easier to match
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True) if a.ndim > 1)
 
 
-@pytest.mark.parametrize("stop_step", [3, 4])  # at an epoch boundary and in the middle of epoch 2
-def test_resume_reproduces_uninterrupted_losses(tmp_path: Path, stop_step: int) -> None:
+@pytest.mark.parametrize(
+    ("stop_step", "on_device"),
+    [(3, True), (4, True), (4, False)],  # at an epoch boundary and in the middle of epoch 2
+)
+def test_resume_reproduces_uninterrupted_losses(tmp_path: Path, stop_step: int, on_device: bool) -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     full = LossRecorder()
     every = ModelCheckpoint(dirpath=tmp_path, filename="{step}", every_n_train_steps=stop_step, save_top_k=-1)
     L.seed_everything(1)
-    _trainer(tmp_path / "full", [full, every]).fit(_model(), _data())
+    data = _data(augment_on_device=on_device)
+    assert data.device_views == on_device  # batched views made in on_after_batch_transfer, or per sample
+    _trainer(tmp_path / "full", [full, every]).fit(_model(), data)
     assert len(full.losses) == 6
 
     resumed = LossRecorder()
     L.seed_everything(123)  # a different global seed must not matter: RNG state comes from the checkpoint
     _trainer(tmp_path / "b", [resumed], enable_checkpointing=False).fit(
-        _model(), _data(), ckpt_path=tmp_path / f"step={stop_step}.ckpt"
+        _model(), _data(augment_on_device=on_device), ckpt_path=tmp_path / f"step={stop_step}.ckpt"
     )
     assert resumed.losses == full.losses[stop_step:]
 
@@ -144,3 +158,12 @@ def test_warmup_counts_optimizer_steps_per_epoch(tmp_path: Path) -> None:
     scheduler = model.trainer.lr_scheduler_configs[0].scheduler
     assert scheduler.lr_lambdas[0].warmup_steps == 6
     assert scheduler.get_last_lr()[0] == pytest.approx((5 + 1) / 6)  # still warming up at step 5
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_overfit_batches_with_either_view_path(tmp_path: Path, on_device: bool) -> None:
+    # Lightning swaps our SeededSampler for a SequentialSampler: items are keyed by plain indices
+    recorder = LossRecorder()
+    trainer = _trainer(tmp_path, [recorder], max_epochs=2, limit_train_batches=None, overfit_batches=1)
+    trainer.fit(_model(), _data(augment_on_device=on_device))
+    assert len(recorder.losses) == 2 and all(torch.isfinite(torch.tensor(recorder.losses)))

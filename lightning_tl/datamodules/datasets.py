@@ -102,6 +102,9 @@ class RawViews(NamedTuple):
 class RawViewDataset(Dataset):
     """``(index, sample_seed)`` -> :class:`RawViews` of the uint8 image after fixed ``steps`` (no randomness).
 
+    A plain ``int`` key (a sampler other than ``SeededSampler``) takes its seed from the global RNG,
+    as :class:`AugmentedDataset`'s transforms do then.
+
     The data path of on-device views: workers only read (and, for files, decode and resize) images;
     :class:`~lightning_tl.datamodules.batch_views.BatchViews` makes all views of a batch at once.
     """
@@ -113,12 +116,11 @@ class RawViewDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: tuple[int, int]) -> RawViews:
-        if not isinstance(key, tuple):
-            raise TypeError(
-                f"RawViewDataset is indexed with (index, sample_seed) pairs from a SeededSampler, got {key!r}"
-            )
-        index, seed = key
+    def __getitem__(self, key: int | tuple[int, int]) -> RawViews:
+        if isinstance(key, tuple):
+            index, seed = key
+        else:  # a plain sampler (e.g. Lightning's overfit_batches): the seed comes from the global RNG
+            index, seed = key, int(torch.randint(0, 2**62, ()))
         image = self.source.image(index)
         if self.steps is not None:
             image = self.steps(image)
