@@ -2,7 +2,8 @@
 
 ``python _simclr_ddp_worker.py DEVICES OUT_DIR``. Each rank gets GLOBAL_BATCH / DEVICES images; the
 SeededSampler gives rank r positions r::W of the same permutation and seeds every image's views by
-its index, so the global batch holds the same images and views as the single-process batch.
+its index (the digits' views are made on the device, each image from its own seed), so the global
+batch holds the same images and views as the single-process batch.
 Batch norm is per process under DDP (SyncBatchNorm needs GPUs), so the single-process reference,
 :class:`PerRankBatchNorm`, encodes each rank's images in a separate call: then its loss on the global
 batch and its gradients are what DDP computes.
