@@ -131,29 +131,14 @@ def test_key_encoder_is_momentum_copy_of_backbone_and_head(tmp_path: Path) -> No
             self.checked = getattr(self, "checked", 0) + 1
 
     check = Check()
-    _trainer(tmp_path, [check], max_epochs=1).fit(model, _data())
-    assert check.checked == 3
+    _trainer(tmp_path, [check], max_epochs=1, limit_train_batches=2).fit(model, _data())
+    assert check.checked == 2
     # the key encoder's own forward leaves its running statistics alone (BN momentum 0)
     assert all(m.momentum == 0.0 for m in model.key_backbone.modules() if isinstance(m, nn.BatchNorm2d))
 
 
-def test_trains_end_to_end(tmp_path: Path) -> None:
-    # A sanity run, not a learning curve: MoCo's loss first *rises* while real keys replace the random
-    # initial queue (easy negatives); BENCHMARKS.md's kNN table is where learning is measured.
-    L.seed_everything(0)
-    recorder = Recorder()
-    model = _model(queue_size=64, key_momentum=0.99)
-    before = [p.detach().clone() for p in model.backbone.parameters()]
-    _trainer(tmp_path, [recorder], max_epochs=2, limit_train_batches=4).fit(model, _data(batch_size=32))
-    losses = torch.tensor(recorder.losses)
-    assert len(losses) == 8 and torch.isfinite(losses).all()
-    # at most the chance level log(K + 1) of a collapsed random encoder, plus a margin
-    assert (losses < math.log(64 + 1) + 0.2).all()
-    assert all(not torch.equal(a, b) for a, b in zip(before, model.backbone.parameters(), strict=True))
-
-
-@pytest.mark.parametrize("stop_step", [3, 4])  # at an epoch boundary and in the middle of epoch 2
-@pytest.mark.parametrize("symmetric", [False, True])
+# at an epoch boundary; in the middle of epoch 2 with the symmetric loss and the cosine momentum schedule
+@pytest.mark.parametrize(("stop_step", "symmetric"), [(3, False), (4, True)])
 def test_resume_reproduces_queue_key_encoder_and_losses(
     tmp_path: Path, stop_step: int, symmetric: bool
 ) -> None:
@@ -164,7 +149,7 @@ def test_resume_reproduces_queue_key_encoder_and_losses(
     every = ModelCheckpoint(dirpath=tmp_path, filename="{step}", every_n_train_steps=stop_step, save_top_k=-1)
     L.seed_everything(1)
     _trainer(tmp_path / "full", [full, every]).fit(_model(symmetric=symmetric, **schedule), _data())
-    assert len(full.losses) == 6
+    assert len(full.losses) == 6 and all(math.isfinite(x) for x in full.losses)
 
     resumed = Recorder()
     L.seed_everything(123)  # a different global seed must not matter: RNG state comes from the checkpoint
@@ -192,12 +177,12 @@ def test_smaller_last_batch_and_wrapping_queue(tmp_path: Path) -> None:
         ),
     )
     model = _model(queue_size=12)
-    _trainer(tmp_path, [], max_epochs=2, limit_train_batches=None).fit(model, train_dataloaders=loader)
-    assert model.global_step == 6
-    assert int(model.queue.pointer) == (2 * 20) % 12 and int(model.queue.count) == 12
+    _trainer(tmp_path, [], max_epochs=1, limit_train_batches=None).fit(model, train_dataloaders=loader)
+    assert model.global_step == 3
+    assert int(model.queue.pointer) == 20 % 12 and int(model.queue.count) == 12
 
 
-def test_sync_batchnorm_option_converts_and_rejects_cpu_ddp() -> None:
+def test_sync_batchnorm_option_converts_and_rejects_cpu_ddp(monkeypatch: pytest.MonkeyPatch) -> None:
     model = _model(sync_batchnorm=True, shuffle_bn=False)
     for net in (model.backbone, model.key_backbone):
         assert any(isinstance(m, nn.SyncBatchNorm) for m in net.modules())
@@ -205,6 +190,12 @@ def test_sync_batchnorm_option_converts_and_rejects_cpu_ddp() -> None:
     # one process: SyncBatchNorm falls back to plain batch norm, so the step runs on CPU
     out = model.training_step(_batch(8), 0)
     assert torch.isfinite(out["loss"])
+    # under DDP on CPU it would fail inside torch at the first step: refused at setup instead
+    from lightning_tl import distributed
+
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    with pytest.raises(ValueError, match=r"sync_batchnorm=True needs GPUs.*shuffle_bn: true"):
+        model.setup("fit")
 
 
 def test_bad_inputs_have_clear_messages(tmp_path: Path) -> None:
@@ -220,7 +211,7 @@ def test_bad_inputs_have_clear_messages(tmp_path: Path) -> None:
         _model(final_key_momentum=2)
     with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
         _model(temperature=0)
-    with pytest.raises(ValueError, match="temperature must be > 0, got -0.2"):
+    with pytest.raises(ValueError, match=r"temperature must be > 0, got -0\.2"):
         _model(temperature=-0.2)
     with pytest.raises(ValueError, match="set shuffle_bn: false"):
         _model(sync_batchnorm=True)

@@ -189,6 +189,11 @@ class MoCo(L.LightningModule):
 
     # ---- Lightning hooks --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.sync_batchnorm and dist.is_distributed() and self.device.type == "cpu":
+            raise ValueError(
+                "sync_batchnorm=True needs GPUs under DDP (torch's SyncBatchNorm does not run on CPU); "
+                "use shuffle_bn: true, sync_batchnorm: false on CPU."
+            )
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if stage != "fit" or datamodule is None:
             return
@@ -203,11 +208,6 @@ class MoCo(L.LightningModule):
                 f"queue_size={self.queue.size} is smaller than the global batch {batch} x "
                 f"{dist.world_size()} processes; set model queue_size >= {batch * dist.world_size()} "
                 "(or a smaller batch_size)."
-            )
-        if self.sync_batchnorm and dist.is_distributed() and self.device.type == "cpu":
-            raise ValueError(
-                "sync_batchnorm=True needs GPUs under DDP (torch's SyncBatchNorm does not run on CPU); "
-                "use shuffle_bn: true, sync_batchnorm: false on CPU."
             )
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:

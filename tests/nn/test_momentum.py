@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import pytest
@@ -57,7 +58,7 @@ def test_cosine_momentum() -> None:
     assert cosine_momentum(250, 100) == pytest.approx(1.0)
     assert cosine_momentum(50, 100, base=0.9, final=1.0) == pytest.approx(0.95)
     values = [cosine_momentum(s, 40, 0.996) for s in range(41)]
-    assert all(a <= b for a, b in zip(values, values[1:], strict=False))
+    assert all(a <= b for a, b in itertools.pairwise(values))
     assert cosine_momentum(10, 40, 0.996) == pytest.approx(1 - 0.004 * (1 + math.cos(math.pi / 4)) / 2)
     with pytest.raises(ValueError, match="total_steps must be >= 1"):
         cosine_momentum(0, 0)
