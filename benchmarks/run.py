@@ -1,4 +1,7 @@
-"""Print every benchmark table as markdown: ``python -m benchmarks.run [overhead|augment|knn ...]``."""
+"""Print every benchmark table as markdown: ``python -m benchmarks.run [overhead|augment|knn ...]``.
+
+MoCo tables: ``moco_overhead``, ``moco_knn``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,11 @@ import torch
 from benchmarks import augment, overhead, quickstart_knn
 
 TABLES = {"overhead": overhead.run, "augment": augment.run, "knn": quickstart_knn.run}
+
+# MoCo (issue 3)
+from benchmarks import moco_knn, moco_overhead  # noqa: E402
+
+TABLES |= {"moco_overhead": moco_overhead.run, "moco_knn": moco_knn.run}
 
 
 def main(names: list[str]) -> None:
