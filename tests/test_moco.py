@@ -182,6 +182,17 @@ def test_smaller_last_batch_and_wrapping_queue(tmp_path: Path) -> None:
     assert int(model.queue.pointer) == 20 % 12 and int(model.queue.count) == 12
 
 
+def test_works_with_knn_monitor_and_online_probe(tmp_path: Path) -> None:
+    from lightning_tl.callbacks import KNNMonitor, OnlineLinearProbe
+
+    knn, probe = KNNMonitor(k=5, max_bank_size=200), OnlineLinearProbe(optimizer="adam", lr=0.01)
+    trainer = _trainer(tmp_path, [knn, probe], max_epochs=1, limit_train_batches=2, limit_val_batches=2)
+    trainer.fit(_model(), _data())
+    assert [epoch for epoch, _ in knn.history] == [-1, 0]  # before training and after the epoch
+    assert all(0 <= acc <= 1 for _, acc in knn.history)
+    assert {"probe_train_acc", "probe_val_acc"} <= set(trainer.callback_metrics)
+
+
 def test_sync_batchnorm_option_converts_and_rejects_cpu_ddp(monkeypatch: pytest.MonkeyPatch) -> None:
     model = _model(sync_batchnorm=True, shuffle_bn=False)
     for net in (model.backbone, model.key_backbone):
