@@ -1,4 +1,8 @@
-"""Print benchmark tables as markdown: ``python -m benchmarks.run [overhead|augment|knn|device_views]``."""
+"""Print benchmark tables as markdown: ``python -m benchmarks.run [TABLE ...]`` (all tables by default).
+
+Tables: ``overhead``, ``augment``, ``knn``, ``device_views`` (SimCLR and views), ``moco_overhead``,
+``moco_knn`` (MoCo).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,22 @@ import sys
 
 import torch
 
-from benchmarks import augment, device_views, overhead, quickstart_knn
+from benchmarks import augment, device_views, moco_knn, moco_overhead, overhead, quickstart_knn
 
 TABLES = {
     "overhead": overhead.run,
     "augment": augment.run,
     "knn": quickstart_knn.run,
     "device_views": device_views.run,
+    "moco_overhead": moco_overhead.run,
+    "moco_knn": moco_knn.run,
 }
 
 
 def main(names: list[str]) -> None:
+    unknown = [n for n in names if n not in TABLES]
+    if unknown:
+        raise SystemExit(f"unknown table(s) {unknown}; choose from {list(TABLES)}")
     print(
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads\n"

@@ -37,3 +37,10 @@ __all__ = [
     "list_backbones",
     "nt_xent_loss",
 ]
+
+# MoCo (issue 3)
+from lightning_tl.losses import InfoNCELoss, info_nce_loss
+from lightning_tl.modules import MoCo
+from lightning_tl.nn import MemoryQueue, cosine_momentum, update_momentum
+
+__all__ += ["InfoNCELoss", "MemoryQueue", "MoCo", "cosine_momentum", "info_nce_loss", "update_momentum"]

@@ -1,0 +1,50 @@
+"""Optimizer and schedule building shared by the pre-training modules (MoCo; SimCLR has its own copy).
+
+Plain functions on a LightningModule, so a module composes them instead of inheriting a base class.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from lightning_tl import distributed as dist
+from lightning_tl.optim import OptimizerFactory, create_optimizer, param_groups, warmup_cosine_scheduler
+
+
+def build_optimizer(
+    module: L.LightningModule,
+    optimizer: str | OptimizerFactory,
+    lr: float,
+    weight_decay: float,
+    momentum: float,
+) -> Optimizer:
+    """``optimizer`` (a timm name or a callable on param groups) over the trainable parameters of
+    ``module``, without weight decay on 1-D ones; parameters with ``requires_grad=False`` (momentum
+    encoders) are left out."""
+    if callable(optimizer):
+        return optimizer(param_groups(module, weight_decay))
+    return create_optimizer(module, optimizer, lr, weight_decay, momentum)
+
+
+def build_warmup_cosine(module: L.LightningModule, optimizer: Optimizer, warmup_epochs: float) -> LambdaLR:
+    """Per-step linear warm-up of ``warmup_epochs`` (counted in optimizer steps) then cosine decay."""
+    trainer = module.trainer
+    total = int(trainer.estimated_stepping_batches)  # also sizes the train dataloader
+    batches = trainer.num_training_batches
+    if warmup_epochs > 0 and not math.isfinite(batches):
+        raise ValueError("warmup_epochs needs a train dataloader with a length; set warmup_epochs: 0.")
+    steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches) if warmup_epochs else 0
+    return warmup_cosine_scheduler(optimizer, round(warmup_epochs * steps_per_epoch), total)
+
+
+def global_batch_size(module: L.LightningModule) -> int | None:
+    """Datamodule ``batch_size`` x processes x gradient accumulation, or None without a batch size."""
+    trainer = module.trainer
+    batch = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
+    if batch is None:
+        return None
+    return int(batch) * dist.world_size() * trainer.accumulate_grad_batches

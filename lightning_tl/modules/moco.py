@@ -1,0 +1,281 @@
+"""MoCo as a LightningModule: a query encoder, its momentum copy for the keys, and a queue of negatives.
+
+He, Fan, Wu, Xie, Girshick, "Momentum Contrast for Unsupervised Visual Representation Learning",
+CVPR 2020; Chen, Fan, Girshick, He, "Improved Baselines with Momentum Contrastive Learning" (MoCo v2,
+2020): MLP head, temperature 0.2, stronger augmentation; the symmetric loss as in MoCo v3 (Chen, Xie,
+He, ICCV 2021).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.optim import Optimizer
+
+from lightning_tl import distributed as dist
+from lightning_tl.backbones import create_backbone
+from lightning_tl.heads import ProjectionHead
+from lightning_tl.losses import info_nce_loss
+from lightning_tl.modules._pretrain import build_optimizer, build_warmup_cosine, global_batch_size
+from lightning_tl.modules._rng import load_rng_states, save_rng_states
+from lightning_tl.nn.momentum import MemoryQueue, check_momentum, cosine_momentum, update_momentum
+from lightning_tl.nn.shuffle_bn import shuffled_forward
+from lightning_tl.optim import OptimizerFactory
+
+
+class MoCo(L.LightningModule):
+    """Self-supervised pre-training with MoCo (v2 defaults).
+
+    Batches are ``(views, labels)`` with two (B, C, H, W) views (``num_views: 2``). View 1 goes through
+    the query encoder (backbone + projection head); view 2 through the key encoder, a momentum copy of
+    *both* backbone and head that gets no gradient. The loss is InfoNCE with the queue as negatives;
+    then the keys of view 2 from every rank are enqueued. ``symmetric=True`` also uses view 2 as query
+    against the keys of view 1 and averages the two losses.
+
+    State that resumes exactly: the key encoder is a submodule and the queue (keys, pointer) lives in
+    buffers, so both are in every checkpoint; RNG states are saved as in SimCLR. The key encoder's
+    batch-norm layers have ``momentum=0``: keys always use batch statistics, and their running
+    statistics are the moving average of the query encoder's (see :func:`update_momentum`), the same
+    on every rank.
+
+    Batch norm: ``shuffle_bn`` (default) encodes the keys in an order shuffled across ranks under DDP
+    (:func:`~lightning_tl.nn.shuffle_bn.shuffled_forward`); in one process it changes nothing and the
+    key batch is normalised as one batch. ``sync_batchnorm`` converts every batch norm to
+    ``SyncBatchNorm`` instead (GPUs only under DDP).
+
+    Overridable steps: :meth:`encode`, :meth:`project`, :meth:`encode_keys`, :meth:`compute_loss`,
+    :meth:`key_momentum_at`. A subclass that replaces ``backbone`` or ``projection_head`` after
+    ``__init__`` calls :meth:`reset_key_encoder`.
+
+    Args:
+        backbone, pretrained, small_input, in_channels, num_classes: as in :class:`SimCLR`.
+        hidden_dim: projection MLP width; None takes the backbone's feature width (MoCo v2: 2048).
+        output_dim: key/query width (128 in MoCo).
+        head_layers: Linear layers of the head (2 in MoCo v2: Linear-ReLU-Linear; 1 is MoCo v1's linear).
+        queue_size: number of negative keys K (65536 in MoCo; at least the global batch size).
+        temperature: InfoNCE tau (0.07 in MoCo v1, 0.2 in v2).
+        key_momentum: momentum m of the key encoder (0.999 in MoCo; 0.99 suits short runs).
+        key_momentum_schedule: ``"constant"``, or ``"cosine"`` raising m to ``final_key_momentum``
+            over training (BYOL, MoCo v3).
+        final_key_momentum: the cosine schedule's end value.
+        symmetric: both views as queries (MoCo v3's symmetrised loss), twice the encoder work.
+        shuffle_bn: shuffle the key batch across ranks under DDP (MoCo Sec. 3.3).
+        sync_batchnorm: convert batch norms to ``SyncBatchNorm`` (exclusive with ``shuffle_bn``).
+        optimizer: a timm optimizer name or a callable on param groups (SGD in MoCo).
+        lr: learning rate; None = 0.03 x global batch / 256 (MoCo v2's 0.03 at batch 256).
+        weight_decay: on weights with ndim >= 2 (1e-4 in MoCo).
+        momentum: SGD momentum (0.9).
+        warmup_epochs: linear warm-up before cosine decay (MoCo v2: none).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        pretrained: str | None = None,
+        small_input: bool = True,
+        in_channels: int = 3,
+        num_classes: int | None = None,
+        hidden_dim: int | None = None,
+        output_dim: int = 128,
+        head_layers: int = 2,
+        queue_size: int = 65536,
+        temperature: float = 0.2,
+        key_momentum: float = 0.999,
+        key_momentum_schedule: Literal["constant", "cosine"] = "constant",
+        final_key_momentum: float = 1.0,
+        symmetric: bool = False,
+        shuffle_bn: bool = True,
+        sync_batchnorm: bool = False,
+        optimizer: str | OptimizerFactory = "sgd",
+        lr: float | None = None,
+        weight_decay: float = 1e-4,
+        momentum: float = 0.9,
+        warmup_epochs: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if queue_size < 1:
+            raise ValueError(
+                f"queue_size must be >= 1, got {queue_size}; set it to a few thousand keys for small data "
+                "(65536 in MoCo), and at least the global batch size."
+            )
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}; MoCo v2 uses 0.2.")
+        check_momentum(key_momentum, "key_momentum")
+        check_momentum(final_key_momentum, "final_key_momentum")
+        if key_momentum_schedule not in ("constant", "cosine"):
+            raise ValueError(
+                f"key_momentum_schedule must be 'constant' or 'cosine', got {key_momentum_schedule!r}."
+            )
+        if head_layers < 1:
+            raise ValueError(f"head_layers must be >= 1, got {head_layers}.")
+        if shuffle_bn and sync_batchnorm:
+            raise ValueError(
+                "shuffle_bn and sync_batchnorm both fix BN leakage; pick one (set shuffle_bn: false)."
+            )
+        if lr is not None and not lr > 0:
+            raise ValueError(f"lr must be > 0 or None (linear scaling), got {lr}.")
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
+        self.save_hyperparameters(ignore=["optimizer"] if callable(optimizer) else None)
+        self.optimizer = optimizer
+        self.temperature, self.symmetric = temperature, symmetric
+        self.key_momentum, self.key_momentum_schedule = key_momentum, key_momentum_schedule
+        self.final_key_momentum = final_key_momentum
+        self.shuffle_bn, self.sync_batchnorm = shuffle_bn, sync_batchnorm
+        self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
+        self.warmup_epochs = warmup_epochs
+        self.backbone = create_backbone(
+            backbone, pretrained=pretrained, small_input=small_input, in_chans=in_channels
+        )
+        width = self.backbone.num_features
+        dims = [width] + [hidden_dim or width] * (head_layers - 1) + [output_dim]
+        blocks = [(dims[i], dims[i + 1], None, nn.ReLU(inplace=True)) for i in range(head_layers - 1)]
+        self.projection_head = ProjectionHead([*blocks, (dims[-2], dims[-1], None, None)])
+        self.queue = MemoryQueue(queue_size, output_dim)
+        self._total_steps: int | None = None
+        self.reset_key_encoder()
+
+    def reset_key_encoder(self) -> None:
+        """(Re)build the key encoder as a frozen copy of the current backbone and head."""
+        if self.sync_batchnorm:
+            self.backbone = nn.SyncBatchNorm.convert_sync_batchnorm(self.backbone)
+            self.projection_head = nn.SyncBatchNorm.convert_sync_batchnorm(self.projection_head)
+        self.key_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
+        self.key_head = copy.deepcopy(self.projection_head).requires_grad_(False)
+        for module in [*self.key_backbone.modules(), *self.key_head.modules()]:
+            if isinstance(module, _BatchNorm):
+                module.momentum = 0.0  # running stats come from update_momentum only
+
+    # ---- the steps a subclass overrides -------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        """Images (B, C, H, W) -> representation (B, F) of the query encoder: what downstream tasks use."""
+        return self.backbone(x)
+
+    def project(self, h: Tensor) -> Tensor:
+        """Representation (B, F) -> L2-normalised query (B, output_dim)."""
+        return F.normalize(self.projection_head(h), dim=1)
+
+    @torch.no_grad()
+    def encode_keys(self, x: Tensor, seed: int) -> Tensor:
+        """Images (B, C, H, W) -> L2-normalised keys (B, output_dim) of the key encoder, no gradient."""
+
+        def key_encoder(images: Tensor) -> Tensor:
+            return F.normalize(self.key_head(self.key_backbone(images)), dim=1)
+
+        return shuffled_forward(key_encoder, x, seed) if self.shuffle_bn else key_encoder(x)
+
+    def compute_loss(self, queries: list[Tensor], keys: list[Tensor], queue: Tensor) -> Tensor:
+        """Mean InfoNCE of each (query, key) pair against ``queue`` (K, D)."""
+        losses = [info_nce_loss(q, k, queue, self.temperature) for q, k in zip(queries, keys, strict=True)]
+        return torch.stack(losses).mean()
+
+    def key_momentum_at(self, step: int) -> float:
+        """Key-encoder momentum at optimizer step ``step``."""
+        if self.key_momentum_schedule == "constant":
+            return self.key_momentum
+        if self._total_steps is None:
+            raise ValueError("key_momentum_schedule='cosine' needs the run length; train with a Trainer.")
+        return cosine_momentum(step, self._total_steps, self.key_momentum, self.final_key_momentum)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Representation of images (B, C, H, W) -> (B, F)."""
+        return self.encode(x)
+
+    # ---- Lightning hooks --------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.sync_batchnorm and dist.is_distributed() and self.device.type == "cpu":
+            raise ValueError(
+                "sync_batchnorm=True needs GPUs under DDP (torch's SyncBatchNorm does not run on CPU); "
+                "use shuffle_bn: true, sync_batchnorm: false on CPU."
+            )
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage != "fit" or datamodule is None:
+            return
+        views = getattr(datamodule, "num_views", None)
+        if views is not None and views < 2:
+            raise ValueError(
+                f"MoCo trains on two views but the datamodule has num_views={views}; set num_views: 2."
+            )
+        batch = getattr(datamodule, "batch_size", None)
+        if batch is not None and batch * dist.world_size() > self.queue.size:
+            raise ValueError(
+                f"queue_size={self.queue.size} is smaller than the global batch {batch} x "
+                f"{dist.world_size()} processes; set model queue_size >= {batch * dist.world_size()} "
+                "(or a smaller batch_size)."
+            )
+
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        views, labels = _split_views(batch)
+        n = views[0].shape[0]
+        m = self.key_momentum_at(self.global_step)
+        update_momentum(self.backbone, self.key_backbone, m)  # keys from the updated encoder (Alg. 1)
+        update_momentum(self.projection_head, self.key_head, m)
+        order = [0, 1] if self.symmetric else [0]
+        h = [self.encode(views[i]) for i in order]  # (B, F) per query view
+        queries = [self.project(f) for f in h]  # (B, D)
+        seed = self.global_step * 1_000_003 + batch_idx
+        keys = [self.encode_keys(views[1 - i], seed + 7919 * i) for i in order]  # (B, D) partner views
+        loss = self.compute_loss(queries, keys, self.queue())
+        self.queue.enqueue(keys[0])  # keys of view 2, from every rank
+        self.log("train_loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
+        self.log("key_momentum", m, batch_size=n)
+        return {"loss": loss, "features": h[0].detach(), "labels": labels}
+
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """Features of a supervised batch ``(x, labels)`` for evaluation callbacks."""
+        x, labels = batch
+        return {"features": self.encode(x), "labels": labels}
+
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        return self.validation_step(batch, batch_idx)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        return self.validation_step(batch, batch_idx)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.build_optimizer()
+        scheduler = build_warmup_cosine(self, optimizer, self.warmup_epochs)
+        self._total_steps = int(self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def build_optimizer(self) -> Optimizer:
+        """The optimizer over the query encoder (the key encoder has no trainable parameters)."""
+        return build_optimizer(self, self.optimizer, self.base_lr(), self.weight_decay, self.momentum)
+
+    def base_lr(self) -> float:
+        """``lr`` if given, else 0.03 x global batch / 256 (MoCo v2's SGD setting, linearly scaled)."""
+        if self.lr is not None:
+            return float(self.lr)
+        batch = global_batch_size(self)
+        if batch is None:
+            raise ValueError("lr=None needs a datamodule with batch_size to scale from; set lr explicitly.")
+        return 0.03 * batch / 256
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        save_rng_states(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        load_rng_states(checkpoint)
+
+
+def _split_views(batch: Any) -> tuple[list[Tensor], Tensor]:
+    """``(views, labels)`` -> (two equally shaped views, labels)."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], (tuple, list))):
+        raise ValueError(
+            "MoCo expects batches (views, labels) where views is a list of 2 image tensors; "
+            f"got {type(batch).__name__}. Set the datamodule's num_views: 2."
+        )
+    views, labels = batch
+    if len(views) != 2:
+        raise ValueError(f"MoCo uses exactly 2 views per image, got {len(views)}; set num_views: 2.")
+    if views[0].shape != views[1].shape:
+        raise ValueError(
+            f"both views must share one shape, got {tuple(views[0].shape)}, {tuple(views[1].shape)}."
+        )
+    return list(views), labels
