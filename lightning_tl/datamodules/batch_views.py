@@ -164,7 +164,7 @@ def sample_view_params(spec: ViewSpec, u: Tensor, height: int, width: int) -> Te
 class BatchViews:
     """Make ``len(specs)`` augmented views of every image in a batch, each image with its own parameters.
 
-    Views of the same size are cropped together (one ``roi_align`` call) and colour-transformed
+    Views of the same size are cropped together (two batched matrix products) and colour-transformed
     together, so a batch costs a fixed handful of kernels whatever its size. Computation runs in
     float32 on the images' device; the views are returned in ``dtype``.
 

@@ -1,4 +1,4 @@
-"""Optimizer and schedule building shared by the pre-training modules (MoCo; SimCLR has its own copy).
+"""Pieces shared by the pre-training modules (SimCLR, MoCo): optimizer, schedule, batch checks.
 
 Plain functions on a LightningModule, so a module composes them instead of inheriting a base class.
 """
@@ -6,12 +6,14 @@ Plain functions on a LightningModule, so a module composes them instead of inher
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import lightning as L
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from lightning_tl import distributed as dist
+from lightning_tl.datamodules.datasets import RawViews
 from lightning_tl.optim import OptimizerFactory, create_optimizer, param_groups, warmup_cosine_scheduler
 
 
@@ -48,3 +50,14 @@ def global_batch_size(module: L.LightningModule) -> int | None:
     if batch is None:
         return None
     return int(batch) * dist.world_size() * trainer.accumulate_grad_batches
+
+
+def check_not_raw_views(batch: Any, method: str) -> None:
+    """Raise a clear error when a batch still holds the uint8 images of on-device views."""
+    if isinstance(batch, RawViews):
+        raise ValueError(
+            f"{method} got raw uint8 images (RawViews): their views are made by the datamodule's "
+            "on_after_batch_transfer hook, which Lightning only calls when the datamodule is passed to "
+            "the Trainer; use trainer.fit(model, datamodule=dm), or set the datamodule's "
+            "augment_on_device: false."
+        )

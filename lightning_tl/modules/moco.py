@@ -22,7 +22,12 @@ from lightning_tl import distributed as dist
 from lightning_tl.backbones import create_backbone
 from lightning_tl.heads import ProjectionHead
 from lightning_tl.losses import info_nce_loss
-from lightning_tl.modules._pretrain import build_optimizer, build_warmup_cosine, global_batch_size
+from lightning_tl.modules._pretrain import (
+    build_optimizer,
+    build_warmup_cosine,
+    check_not_raw_views,
+    global_batch_size,
+)
 from lightning_tl.modules._rng import load_rng_states, save_rng_states
 from lightning_tl.nn.momentum import MemoryQueue, check_momentum, cosine_momentum, update_momentum
 from lightning_tl.nn.shuffle_bn import shuffled_forward
@@ -54,7 +59,7 @@ class MoCo(L.LightningModule):
     ``__init__`` calls :meth:`reset_key_encoder`.
 
     Args:
-        backbone, pretrained, small_input, in_channels, num_classes: as in :class:`SimCLR`.
+        backbone, backbone_kwargs, pretrained, small_input, in_channels, num_classes: as in :class:`SimCLR`.
         hidden_dim: projection MLP width; None takes the backbone's feature width (MoCo v2: 2048).
         output_dim: key/query width (128 in MoCo).
         head_layers: Linear layers of the head (2 in MoCo v2: Linear-ReLU-Linear; 1 is MoCo v1's linear).
@@ -77,6 +82,7 @@ class MoCo(L.LightningModule):
     def __init__(
         self,
         backbone: str = "resnet18",
+        backbone_kwargs: dict[str, Any] | None = None,
         pretrained: str | None = None,
         small_input: bool = True,
         in_channels: int = 3,
@@ -131,7 +137,11 @@ class MoCo(L.LightningModule):
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
         self.warmup_epochs = warmup_epochs
         self.backbone = create_backbone(
-            backbone, pretrained=pretrained, small_input=small_input, in_chans=in_channels
+            backbone,
+            pretrained=pretrained,
+            small_input=small_input,
+            in_chans=in_channels,
+            model_kwargs=backbone_kwargs,
         )
         width = self.backbone.num_features
         dims = [width] + [hidden_dim or width] * (head_layers - 1) + [output_dim]
@@ -266,6 +276,7 @@ class MoCo(L.LightningModule):
 
 def _split_views(batch: Any) -> tuple[list[Tensor], Tensor]:
     """``(views, labels)`` -> (two equally shaped views, labels)."""
+    check_not_raw_views(batch, "MoCo")
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], (tuple, list))):
         raise ValueError(
             "MoCo expects batches (views, labels) where views is a list of 2 image tensors; "

@@ -17,11 +17,16 @@ from torch.optim import Optimizer
 
 from lightning_tl import distributed as dist
 from lightning_tl.backbones import create_backbone
-from lightning_tl.datamodules.datasets import RawViews
 from lightning_tl.heads import SimCLRProjectionHead
 from lightning_tl.losses import nt_xent_loss
+from lightning_tl.modules._pretrain import (
+    build_optimizer,
+    build_warmup_cosine,
+    check_not_raw_views,
+    global_batch_size,
+)
 from lightning_tl.modules._rng import load_rng_states, save_rng_states
-from lightning_tl.optim import OptimizerFactory, create_optimizer, param_groups, warmup_cosine_scheduler
+from lightning_tl.optim import OptimizerFactory
 
 
 class SimCLR(L.LightningModule):
@@ -190,31 +195,20 @@ class SimCLR(L.LightningModule):
 
     def build_optimizer(self) -> Optimizer:
         """The optimizer over the trainable parameters, no weight decay on 1-D ones."""
-        if callable(self.optimizer):
-            return self.optimizer(param_groups(self, self.weight_decay))
-        return create_optimizer(self, self.optimizer, self.base_lr(), self.weight_decay, self.momentum)
+        return build_optimizer(self, self.optimizer, self.base_lr(), self.weight_decay, self.momentum)
 
     def build_scheduler(self, optimizer: Optimizer) -> Any:
         """Per-step linear warm-up then cosine decay over the whole run."""
-        total = int(self.trainer.estimated_stepping_batches)  # also sizes the train dataloader
-        batches = self.trainer.num_training_batches
-        if self.warmup_epochs > 0 and not math.isfinite(batches):
-            raise ValueError("warmup_epochs needs a train dataloader with a length; set warmup_epochs: 0.")
-        steps_per_epoch = (
-            math.ceil(batches / self.trainer.accumulate_grad_batches) if self.warmup_epochs else 0
-        )
-        warmup = round(self.warmup_epochs * steps_per_epoch)
-        return warmup_cosine_scheduler(optimizer, warmup, total)
+        return build_warmup_cosine(self, optimizer, self.warmup_epochs)
 
     def base_lr(self) -> float:
         """``lr`` if given, else 0.075 * sqrt(global batch size) (SimCLR, Appendix B.1)."""
         if self.lr is not None:
             return float(self.lr)
-        batch = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
+        batch = global_batch_size(self)
         if batch is None:
             raise ValueError("lr=None needs a datamodule with batch_size to scale from; set lr explicitly.")
-        global_batch = batch * dist.world_size() * self.trainer.accumulate_grad_batches
-        return 0.075 * math.sqrt(global_batch)
+        return 0.075 * math.sqrt(batch)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         save_rng_states(checkpoint)
@@ -225,13 +219,7 @@ class SimCLR(L.LightningModule):
 
 def _split_views(batch: Any) -> tuple[list[Tensor], Tensor]:
     """``(views, labels)`` -> (list of >= 2 views of the same images, labels)."""
-    if isinstance(batch, RawViews):
-        raise ValueError(
-            "SimCLR got raw uint8 images (RawViews): their views are made by the datamodule's "
-            "on_after_batch_transfer hook, which Lightning only calls when the datamodule is passed to "
-            "the Trainer; use trainer.fit(model, datamodule=dm), or set the datamodule's "
-            "augment_on_device: false."
-        )
+    check_not_raw_views(batch, "SimCLR")
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], (tuple, list))):
         raise ValueError(
             "SimCLR expects batches (views, labels) where views is a list of >= 2 image tensors; "
