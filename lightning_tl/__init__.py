@@ -37,3 +37,8 @@ __all__ = [
     "list_backbones",
     "nt_xent_loss",
 ]
+
+from lightning_tl.callbacks import FreezeSchedule, freeze_param_groups
+from lightning_tl.modules import ImageClassifier
+
+__all__ += ["FreezeSchedule", "ImageClassifier", "freeze_param_groups"]

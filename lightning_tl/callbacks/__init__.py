@@ -8,3 +8,7 @@ __all__ = [
     "OnlineLinearProbe",
     "knn_predict",
 ]
+
+from lightning_tl.callbacks.freezing import FreezeSchedule, freeze_param_groups
+
+__all__ += ["FreezeSchedule", "freeze_param_groups"]

@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 from lightning_tl.datamodules.datasets import AugmentedDataset, ImageSource, InMemoryImages, channel_mean_std
 from lightning_tl.datamodules.loader import ResumableDataLoader
 from lightning_tl.datamodules.sampling import SeededSampler, UnpaddedDistributedSampler
+from lightning_tl.datamodules.splits import stratified_split
 from lightning_tl.datamodules.transforms import (
     MultiViewTransform,
     RepeatChannels,
@@ -57,6 +58,8 @@ class VisionDataModule(lightning.LightningDataModule):
         jitter_strength: SimCLR colour-distortion strength s in [0, 2.5].
         blur: SimCLR Gaussian blur; ``None`` = on when ``image_size >= 32``.
         hflip: random horizontal flips (SSL views and supervised training).
+        train_subset: keep only this many train images, a class-stratified subset drawn with ``seed``
+            (labelled-data budgets such as 100 / 1,000 / 10,000); normalisation stays that of the full split.
         pin_memory, persistent_workers: passed to the DataLoaders.
     """
 
@@ -75,6 +78,7 @@ class VisionDataModule(lightning.LightningDataModule):
         hflip: bool = True,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        train_subset: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -89,6 +93,10 @@ class VisionDataModule(lightning.LightningDataModule):
             )
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
+        if train_subset is not None and train_subset < 1:
+            raise ValueError(
+                f"train_subset must be >= 1 images or None (the whole split), got {train_subset}"
+            )
         check_crop_scale(crop_scale)
         check_jitter_strength(jitter_strength)
         if persistent_workers and num_workers == 0:
@@ -106,6 +114,7 @@ class VisionDataModule(lightning.LightningDataModule):
         self.hflip = hflip
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        self.train_subset = train_subset
         self._image_size = image_size
         self._splits: dict[str, ImageSource] | None = None
         self._mean: list[float] | None = None
@@ -184,6 +193,15 @@ class VisionDataModule(lightning.LightningDataModule):
         mean, std = self._mean_std(splits["train"])
         if self.rgb and len(mean) == 1:
             mean, std = mean * 3, std * 3
+        if self.train_subset is not None:
+            train = splits["train"]
+            if self.train_subset > len(train):
+                raise ValueError(
+                    f"train_subset={self.train_subset} but the train split has {len(train)} images; lower it"
+                )
+            labels = [train.label(i) for i in range(len(train))]
+            keep = stratified_split(labels, [self.train_subset], self.seed)[1]
+            splits = {**splits, "train": train.subset(keep)}  # type: ignore[attr-defined]
         self._splits, self._mean, self._std = splits, mean, std
 
     def state_dict(self) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class DigitsDataModule(VisionDataModule):
         hflip: bool = False,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        train_subset: int | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -66,6 +67,7 @@ class DigitsDataModule(VisionDataModule):
             hflip=hflip,
             pin_memory=pin_memory,
             persistent_workers=persistent_workers,
+            train_subset=train_subset,
         )
         check_fractions(val_fraction, test_fraction)
         self.val_fraction = val_fraction

@@ -111,6 +111,7 @@ class FashionMNISTDataModule(VisionDataModule):
         hflip: bool = True,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        train_subset: int | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -125,6 +126,7 @@ class FashionMNISTDataModule(VisionDataModule):
             hflip=hflip,
             pin_memory=pin_memory,
             persistent_workers=persistent_workers,
+            train_subset=train_subset,
         )
         if not 0 <= val_size < TRAIN_SIZE:
             raise ValueError(f"val_size must be in [0, {TRAIN_SIZE}) images of the train set, got {val_size}")

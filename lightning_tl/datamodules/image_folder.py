@@ -128,6 +128,7 @@ class ImageFolderDataModule(VisionDataModule):
         hflip: bool = True,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        train_subset: int | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -142,6 +143,7 @@ class ImageFolderDataModule(VisionDataModule):
             hflip=hflip,
             pin_memory=pin_memory,
             persistent_workers=persistent_workers,
+            train_subset=train_subset,
         )
         if not Path(root).is_dir():
             raise FileNotFoundError(f"image folder root={root!r} does not exist or is not a directory")

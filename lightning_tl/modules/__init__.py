@@ -3,3 +3,7 @@
 from lightning_tl.modules.simclr import SimCLR
 
 __all__ = ["SimCLR"]
+
+from lightning_tl.modules.classifier import ImageClassifier
+
+__all__ += ["ImageClassifier"]
