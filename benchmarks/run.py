@@ -11,6 +11,10 @@ from benchmarks import augment, overhead, quickstart_knn
 
 TABLES = {"overhead": overhead.run, "augment": augment.run, "knn": quickstart_knn.run}
 
+from benchmarks import freezing  # noqa: E402
+
+TABLES |= {"transfer": freezing.run_transfer, "freeze_speed": freezing.run_speed}
+
 
 def main(names: list[str]) -> None:
     print(
