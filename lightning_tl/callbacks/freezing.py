@@ -151,6 +151,7 @@ class FreezeSchedule(Callback):
         self._trainer: pl.Trainer | None = None
         self._hooks: list[Any] = []
         self._saved_lrs: list[float] = []
+        self._pending_lrs: dict[str, float] | None = None
 
     # ------------------------------------------------------------------ groups and param groups
     def resolve_groups(self, module: nn.Module) -> list[LayerGroup]:
@@ -237,6 +238,7 @@ class FreezeSchedule(Callback):
             self.trainable = [n in state["trainable"] for n in names]
             self.unfrozen_at = dict(state["unfrozen_at"])
             self.applied = list(state["applied"])
+            self._pending_lrs = dict(state["lrs"])
         else:
             self.resolved_strategy = self._resolve_strategy(trainer, pl_module)
             self.trainable = self._initial_trainable(self.resolved_strategy)
@@ -246,6 +248,15 @@ class FreezeSchedule(Callback):
         for optimizer in trainer.optimizers:
             self._hooks.append(optimizer.register_step_pre_hook(self._scale_lrs))
             self._hooks.append(optimizer.register_step_post_hook(self._restore_lrs))
+        if self._pending_lrs is not None:  # the optimizer/scheduler state must give the saved lrs back
+            self._apply()
+            if (now := self.effective_lrs()) != self._pending_lrs:
+                warnings.warn(
+                    f"after resume the layer groups' lrs are {now}, but the checkpoint's FreezeSchedule "
+                    f"saved {self._pending_lrs}: the optimizer or scheduler state was not restored as saved.",
+                    stacklevel=2,
+                )
+            self._pending_lrs = None
         self._due_milestones(trainer)
         self._apply()
         self._record(trainer)
@@ -342,7 +353,7 @@ class FreezeSchedule(Callback):
     def _factor(self, group: dict[str, Any]) -> float:
         if not any(p.requires_grad for p in group["params"]):
             return 0.0
-        start = self.unfrozen_at.get(group["layer_group"])
+        start = self.unfrozen_at.get(group.get("layer_group", ""))
         if start is None or self.warmup_steps == 0 or self._trainer is None:
             return 1.0
         return min(1.0, (self._trainer.global_step - start + 1) / self.warmup_steps)
@@ -363,7 +374,8 @@ class FreezeSchedule(Callback):
         out: dict[str, float] = {}
         for optimizer in self._trainer.optimizers:
             for g in optimizer.param_groups:
-                out.setdefault(g["layer_group"], float(g["lr"]) * self._factor(g))
+                if "layer_group" in g:
+                    out.setdefault(g["layer_group"], float(g["lr"]) * self._factor(g))
         return out
 
     def num_trainable(self) -> int:

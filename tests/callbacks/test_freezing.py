@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -207,11 +208,13 @@ def run_for_resume(
 
 
 def test_resume_mid_schedule_equals_uninterrupted_run(tmp_path: Path) -> None:
-    full, full_rec, _ = run_for_resume(
-        tmp_path / "a", max_epochs=3
-    )  # 12 steps: milestones 3 and 7, warm-up 3
-    ckpt = tmp_path / "a" / "epoch=0.ckpt"  # after step 4: backbone.1 unfrozen at step 3, warming up
-    resumed, rec, trainer = run_for_resume(tmp_path / "b", max_epochs=3, ckpt=str(ckpt))
+    # 12 steps: milestones at steps 3 and 7, warm-up 3; the checkpoint is taken after step 4, while
+    # backbone.1 (unfrozen at step 3) is warming up
+    full, full_rec, _ = run_for_resume(tmp_path / "a", max_epochs=3)
+    ckpt = tmp_path / "a" / "epoch=0.ckpt"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*after resume the layer groups' lrs")
+        resumed, rec, trainer = run_for_resume(tmp_path / "b", max_epochs=3, ckpt=str(ckpt))
     freeze = next(c for c in trainer.callbacks if isinstance(c, FreezeSchedule))
     assert freeze.history[0]["step"] == 4 and freeze.unfrozen_at == {"backbone.1": 3, "backbone.0": 7}
     assert resumed.losses == full.losses[4:]
