@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from _freeze_models import UserNet, bn_modules, loader, trainer_kwargs
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor, nn
 
 from lightning_tl.callbacks import FreezeSchedule
@@ -130,11 +132,18 @@ def test_gradual_unfreezing_switches_at_the_right_epoch() -> None:
     assert [bn[0] for bn in rec.bn_training] == [False] * 8 + [True] * 4
 
 
-def test_gradual_unfreezing_by_step_and_by_name() -> None:
+def test_gradual_unfreezing_by_step_and_by_name_is_logged(tmp_path: Path) -> None:
     model, rec = UserNet(), Recorder()
     freeze = FreezeSchedule("linear_probe", unfreeze={3: 1, 5: ["backbone.0"]}, interval="step")
-    fit(model, [freeze, rec], max_steps=7, max_epochs=2)
+    fit(model, [freeze, rec], max_steps=7, max_epochs=2, logger=CSVLogger(tmp_path, name="", version=""))
     assert [h["step"] for h in freeze.history] == [0, 3, 5]
+    with open(tmp_path / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["freeze/trainable_params"]]
+    assert [int(r["step"]) for r in rows] == [0, 3, 5]
+    assert [float(r["freeze/trainable_params"]) for r in rows] == [
+        h["trainable_params"] for h in freeze.history
+    ]
+    assert [float(r["freeze/lr/backbone.2"]) for r in rows] == [0.0, 0.1, 0.1]
     assert [t[0] for t in rec.trainable] == [False] * 5 + [True] * 2
     assert freeze.trainable == [True, False, True, True]  # by name: backbone.0, not backbone.1
 
