@@ -38,7 +38,8 @@ def test_timm_groups_follow_group_matcher() -> None:
 def test_timm_vit_groups_cover_every_block() -> None:
     backbone = create_backbone("timm/vit_tiny_patch16_224")
     members = _members(WithBackbone(backbone, backbone.num_features))
-    assert len(members) == 12 + 2 + 1  # stem (tokens, patch embedding), 12 blocks, final norm, head
+    assert len(members) == 1 + 12 + 1  # stem (tokens, patch embedding), 12 blocks, head
+    assert "backbone.model.norm.weight" in members[-2]  # timm puts the final norm with the last block
     assert "backbone.model.cls_token" in members[0] and "backbone.model.pos_embed" in members[0]
 
 
