@@ -111,13 +111,20 @@ def strategy_callback(name: str, steps: int) -> FreezeSchedule:
     return FreezeSchedule(name, trainable_groups=1)
 
 
-def finetune(pretrained: str, strategy: str, labels: int) -> tuple[float, str, float]:
+def finetune(
+    pretrained: str, strategy: str, labels: int, lr: float | None = None
+) -> tuple[float, str, float]:
     """Test accuracy on classes 5-9, the strategy actually used, and the wall time of training."""
     torch.manual_seed(0)
     steps, batch = BUDGET[labels]
     data = FashionMNISTClasses(TARGET, image_size=SIZE, batch_size=batch, val_size=1000, train_subset=labels)
     model = ImageClassifier(
-        "resnet18", pretrained=pretrained, small_input=True, in_channels=1, num_classes=5, **OPTIMIZER
+        "resnet18",
+        pretrained=pretrained,
+        small_input=True,
+        in_channels=1,
+        num_classes=5,
+        **{**OPTIMIZER, **({"lr": lr} if lr else {})},
     )
     freeze = strategy_callback(strategy, steps)
     trainer = _trainer(max_steps=steps, max_epochs=-1, callbacks=[freeze])
@@ -156,6 +163,20 @@ def run_transfer() -> str:
     )
     header = ["labelled images", "linear_probe", "partial (layer4+head)", "full", "gradual", "auto picks"]
     return title + markdown_table(header, rows)
+
+
+def run_probe_lr(lrs: tuple[float, ...] = (1e-3, 1e-2, 1e-1)) -> str:
+    """Linear probe alone at several head lrs (same pre-training, budgets and test images as transfer)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "pretrained.ckpt")
+        pretrain(path)
+        rows = [
+            [f"{lr:g}"] + [f"{finetune(path, 'linear_probe', n, lr=lr)[0]:.3f}" for n in LABELS] for lr in lrs
+        ]
+    minutes = (time.perf_counter() - start) / 60
+    title = f"Linear probe by AdamW lr (transfer setting otherwise); {minutes:.1f} min\n\n"
+    return title + markdown_table(["head lr", *[f"{n:,} labels" for n in LABELS]], rows)
 
 
 class _StepTimer(Callback):

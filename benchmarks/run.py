@@ -13,7 +13,11 @@ TABLES = {"overhead": overhead.run, "augment": augment.run, "knn": quickstart_kn
 
 from benchmarks import freezing  # noqa: E402
 
-TABLES |= {"transfer": freezing.run_transfer, "freeze_speed": freezing.run_speed}
+TABLES |= {
+    "transfer": freezing.run_transfer,
+    "freeze_speed": freezing.run_speed,
+    "probe_lr": freezing.run_probe_lr,
+}
 
 
 def main(names: list[str]) -> None:
