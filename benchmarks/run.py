@@ -1,7 +1,7 @@
 """Print benchmark tables as markdown: ``python -m benchmarks.run [TABLE ...]`` (all tables by default).
 
 Tables: ``overhead``, ``augment``, ``knn``, ``device_views`` (SimCLR and views), ``moco_overhead``,
-``moco_knn`` (MoCo).
+``moco_knn`` (MoCo), ``transfer``, ``freeze_speed``, ``probe_lr`` (layer freezing).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from benchmarks import augment, device_views, moco_knn, moco_overhead, overhead, quickstart_knn
+from benchmarks import augment, device_views, freezing, moco_knn, moco_overhead, overhead, quickstart_knn
 
 TABLES = {
     "overhead": overhead.run,
@@ -20,6 +20,9 @@ TABLES = {
     "device_views": device_views.run,
     "moco_overhead": moco_overhead.run,
     "moco_knn": moco_knn.run,
+    "transfer": freezing.run_transfer,
+    "freeze_speed": freezing.run_speed,
+    "probe_lr": freezing.run_probe_lr,
 }
 
 

@@ -6,7 +6,7 @@ The public API, flat::
 """
 
 from lightning_tl.backbones import Backbone, create_backbone, list_backbones
-from lightning_tl.callbacks import KNNMonitor, OnlineLinearProbe
+from lightning_tl.callbacks import FreezeSchedule, KNNMonitor, OnlineLinearProbe, freeze_param_groups
 from lightning_tl.datamodules import (
     DigitsDataModule,
     FashionMNISTDataModule,
@@ -14,8 +14,9 @@ from lightning_tl.datamodules import (
     VisionDataModule,
 )
 from lightning_tl.heads import LinearHead, ProjectionHead, SimCLRProjectionHead
-from lightning_tl.losses import NTXentLoss, nt_xent_loss
-from lightning_tl.modules import SimCLR
+from lightning_tl.losses import InfoNCELoss, NTXentLoss, info_nce_loss, nt_xent_loss
+from lightning_tl.modules import ImageClassifier, MoCo, SimCLR
+from lightning_tl.nn import MemoryQueue, cosine_momentum, update_momentum
 
 __version__ = "0.1.0"
 
@@ -23,9 +24,14 @@ __all__ = [
     "Backbone",
     "DigitsDataModule",
     "FashionMNISTDataModule",
+    "FreezeSchedule",
+    "ImageClassifier",
     "ImageFolderDataModule",
+    "InfoNCELoss",
     "KNNMonitor",
     "LinearHead",
+    "MemoryQueue",
+    "MoCo",
     "NTXentLoss",
     "OnlineLinearProbe",
     "ProjectionHead",
@@ -33,14 +39,11 @@ __all__ = [
     "SimCLRProjectionHead",
     "VisionDataModule",
     "__version__",
+    "cosine_momentum",
     "create_backbone",
+    "freeze_param_groups",
+    "info_nce_loss",
     "list_backbones",
     "nt_xent_loss",
+    "update_momentum",
 ]
-
-# MoCo (issue 3)
-from lightning_tl.losses import InfoNCELoss, info_nce_loss
-from lightning_tl.modules import MoCo
-from lightning_tl.nn import MemoryQueue, cosine_momentum, update_momentum
-
-__all__ += ["InfoNCELoss", "MemoryQueue", "MoCo", "cosine_momentum", "info_nce_loss", "update_momentum"]

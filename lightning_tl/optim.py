@@ -84,3 +84,50 @@ def warmup_cosine_scheduler(
             f"need warmup_steps >= 0 and total_steps >= 1, got {warmup_steps} and {total_steps}."
         )
     return LambdaLR(optimizer, _WarmupCosine(warmup_steps, total_steps, min_ratio))
+
+
+def layerwise_param_groups(
+    groups: list[tuple[str, list[nn.Parameter]]],
+    lr: float,
+    decay: float = 1.0,
+    weight_decay: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Param groups with layer-wise learning rates: ``lr * decay ** (distance from the head)``.
+
+    ``groups`` are ``(name, parameters)`` ordered from input to output, the head last (distance 0;
+    the group below it distance 1, ...), as in ULMFiT's discriminative fine-tuning (Howard & Ruder
+    2018) and BEiT/ELECTRA's layer-wise decay. Each layer group gives up to two param groups:
+    ``ndim >= 2`` parameters with ``weight_decay``, biases and norms without. Every parameter is
+    included whether or not it requires grad, so the optimizer's groups never change during training.
+    Each dict carries ``layer_group`` (the name) and ``lr_scale`` (``decay ** distance``).
+
+    Raises:
+        ValueError: ``lr <= 0``, ``decay`` outside (0, 1], or a parameter listed twice.
+    """
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}.")
+    if not 0 < decay <= 1:
+        raise ValueError(f"decay must be in (0, 1] (1 = the same lr everywhere), got {decay}.")
+    seen: set[int] = set()
+    out: list[dict[str, Any]] = []
+    for index, (name, params) in enumerate(groups):
+        scale = decay ** (len(groups) - 1 - index)
+        for p in params:
+            if id(p) in seen:
+                raise ValueError(f"a parameter of layer group {name!r} is also in an earlier group.")
+            seen.add(id(p))
+        for wd, members in (
+            (weight_decay, [p for p in params if p.ndim >= 2]),
+            (0.0, [p for p in params if p.ndim < 2]),
+        ):
+            if members:
+                out.append(
+                    {
+                        "params": members,
+                        "lr": lr * scale,
+                        "weight_decay": wd,
+                        "layer_group": name,
+                        "lr_scale": scale,
+                    }
+                )
+    return out

@@ -30,6 +30,7 @@ from lightning_tl.datamodules.datasets import (
 )
 from lightning_tl.datamodules.loader import ResumableDataLoader
 from lightning_tl.datamodules.sampling import SeededSampler, UnpaddedDistributedSampler
+from lightning_tl.datamodules.splits import stratified_split
 from lightning_tl.datamodules.transforms import (
     MultiViewTransform,
     RepeatChannels,
@@ -77,6 +78,8 @@ class VisionDataModule(lightning.LightningDataModule):
         jitter_strength: SimCLR colour-distortion strength s in [0, 2.5].
         blur: SimCLR Gaussian blur; ``None`` = on when ``image_size >= 32``.
         hflip: random horizontal flips (SSL views and supervised training).
+        train_subset: keep only this many train images, a class-stratified subset drawn with ``seed``
+            (labelled-data budgets such as 100 / 1,000 / 10,000); normalisation stays that of the full split.
         pin_memory, persistent_workers: passed to the DataLoaders.
         augment_on_device: make SSL views per batch on the device (True), per sample in the loader
             (False), or choose (None, see above).
@@ -106,6 +109,7 @@ class VisionDataModule(lightning.LightningDataModule):
         local_image_size: int | None = None,
         local_crop_scale: tuple[float, float] = (0.05, 0.4),
         solarize_prob: float = 0.0,
+        train_subset: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -120,6 +124,10 @@ class VisionDataModule(lightning.LightningDataModule):
             )
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
+        if train_subset is not None and train_subset < 1:
+            raise ValueError(
+                f"train_subset must be >= 1 images or None (the whole split), got {train_subset}"
+            )
         check_crop_scale(crop_scale)
         check_jitter_strength(jitter_strength)
         if augment_on_device and num_views == 0:
@@ -159,6 +167,7 @@ class VisionDataModule(lightning.LightningDataModule):
         self.local_crop_scale = (float(local_crop_scale[0]), float(local_crop_scale[1]))
         self.solarize_prob = solarize_prob
         self._local_image_size = local_image_size
+        self.train_subset = train_subset
         self._image_size = image_size
         self._splits: dict[str, ImageSource] | None = None
         self._mean: list[float] | None = None
@@ -260,6 +269,15 @@ class VisionDataModule(lightning.LightningDataModule):
         mean, std = self._mean_std(splits["train"])
         if self.rgb and len(mean) == 1:
             mean, std = mean * 3, std * 3
+        if self.train_subset is not None:
+            train = splits["train"]
+            if self.train_subset > len(train):
+                raise ValueError(
+                    f"train_subset={self.train_subset} but the train split has {len(train)} images; lower it"
+                )
+            labels = [train.label(i) for i in range(len(train))]
+            keep = stratified_split(labels, [self.train_subset], self.seed)[1]
+            splits = {**splits, "train": train.subset(keep)}  # type: ignore[attr-defined]
         self._splits, self._mean, self._std = splits, mean, std
 
     def state_dict(self) -> dict[str, Any]:

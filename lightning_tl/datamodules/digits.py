@@ -57,6 +57,7 @@ class DigitsDataModule(VisionDataModule):
         local_image_size: int | None = None,
         local_crop_scale: tuple[float, float] = (0.05, 0.4),
         solarize_prob: float = 0.0,
+        train_subset: int | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -76,6 +77,7 @@ class DigitsDataModule(VisionDataModule):
             local_image_size=local_image_size,
             local_crop_scale=local_crop_scale,
             solarize_prob=solarize_prob,
+            train_subset=train_subset,
         )
         check_fractions(val_fraction, test_fraction)
         self.val_fraction = val_fraction

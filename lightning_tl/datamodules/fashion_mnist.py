@@ -116,6 +116,7 @@ class FashionMNISTDataModule(VisionDataModule):
         local_image_size: int | None = None,
         local_crop_scale: tuple[float, float] = (0.05, 0.4),
         solarize_prob: float = 0.0,
+        train_subset: int | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -135,6 +136,7 @@ class FashionMNISTDataModule(VisionDataModule):
             local_image_size=local_image_size,
             local_crop_scale=local_crop_scale,
             solarize_prob=solarize_prob,
+            train_subset=train_subset,
         )
         if not 0 <= val_size < TRAIN_SIZE:
             raise ValueError(f"val_size must be in [0, {TRAIN_SIZE}) images of the train set, got {val_size}")

@@ -133,6 +133,7 @@ class ImageFolderDataModule(VisionDataModule):
         local_image_size: int | None = None,
         local_crop_scale: tuple[float, float] = (0.05, 0.4),
         solarize_prob: float = 0.0,
+        train_subset: int | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -152,6 +153,7 @@ class ImageFolderDataModule(VisionDataModule):
             local_image_size=local_image_size,
             local_crop_scale=local_crop_scale,
             solarize_prob=solarize_prob,
+            train_subset=train_subset,
         )
         if not Path(root).is_dir():
             raise FileNotFoundError(f"image folder root={root!r} does not exist or is not a directory")

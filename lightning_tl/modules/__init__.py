@@ -1,9 +1,7 @@
 """LightningModules: each composes a backbone, a head and a loss; see each class's overridable steps."""
 
+from lightning_tl.modules.classifier import ImageClassifier
+from lightning_tl.modules.moco import MoCo
 from lightning_tl.modules.simclr import SimCLR
 
-__all__ = ["SimCLR"]
-
-from lightning_tl.modules.moco import MoCo
-
-__all__ += ["MoCo"]
+__all__ = ["ImageClassifier", "MoCo", "SimCLR"]
