@@ -72,7 +72,7 @@ def _train(data_kwargs: dict[str, Any], epochs: int, steps: int, batch: int) -> 
     return statistics.median(timer.seconds), knn.history[-1][1]
 
 
-def run(epochs: int = 3, steps: int = 50, batch: int = 256) -> str:
+def run(epochs: int = 2, steps: int = 20, batch: int = 256) -> str:
     rows = []
     for label, kwargs in PATHS:
         seconds, accuracy = _train(kwargs, epochs, steps, batch)
