@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 import lightning as L
+from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -61,3 +62,27 @@ def check_not_raw_views(batch: Any, method: str) -> None:
             "the Trainer; use trainer.fit(model, datamodule=dm), or set the datamodule's "
             "augment_on_device: false."
         )
+
+
+def split_views(batch: Any, method: str, exactly: int | None = None) -> tuple[list[Tensor], Tensor]:
+    """``(views, labels)`` -> (list of views of the same images, labels), checked for ``method``.
+
+    At least two views, all with the same batch and channels (sizes may differ: multi-crop); with
+    ``exactly`` set, that many views of one shape.
+    """
+    check_not_raw_views(batch, method)
+    wanted = f"exactly {exactly}" if exactly is not None else ">= 2"
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], (tuple, list))):
+        raise ValueError(
+            f"{method} expects batches (views, labels) where views is a list of {wanted} image tensors; "
+            f"got {type(batch).__name__}. Set the datamodule's num_views: {exactly or 2}."
+        )
+    views, labels = batch
+    if len(views) < 2 or (exactly is not None and len(views) != exactly):
+        raise ValueError(
+            f"{method} uses {wanted} views per image, got {len(views)}; set num_views: {exactly or 2}."
+        )
+    shapes = [tuple(v.shape) for v in views]
+    if any(s[:2] != shapes[0][:2] for s in shapes) or (exactly is not None and len(set(shapes)) > 1):
+        raise ValueError(f"{method}'s views must hold the same images in one shape, got {shapes}.")
+    return list(views), labels

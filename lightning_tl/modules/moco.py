@@ -25,8 +25,8 @@ from lightning_tl.losses import info_nce_loss
 from lightning_tl.modules._pretrain import (
     build_optimizer,
     build_warmup_cosine,
-    check_not_raw_views,
     global_batch_size,
+    split_views,
 )
 from lightning_tl.modules._rng import load_rng_states, save_rng_states
 from lightning_tl.nn.momentum import MemoryQueue, check_momentum, cosine_momentum, update_momentum
@@ -221,7 +221,7 @@ class MoCo(L.LightningModule):
             )
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        views, labels = _split_views(batch)
+        views, labels = split_views(batch, "MoCo", exactly=2)
         n = views[0].shape[0]
         m = self.key_momentum_at(self.global_step)
         update_momentum(self.backbone, self.key_backbone, m)  # keys from the updated encoder (Alg. 1)
@@ -272,21 +272,3 @@ class MoCo(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         load_rng_states(checkpoint)
-
-
-def _split_views(batch: Any) -> tuple[list[Tensor], Tensor]:
-    """``(views, labels)`` -> (two equally shaped views, labels)."""
-    check_not_raw_views(batch, "MoCo")
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], (tuple, list))):
-        raise ValueError(
-            "MoCo expects batches (views, labels) where views is a list of 2 image tensors; "
-            f"got {type(batch).__name__}. Set the datamodule's num_views: 2."
-        )
-    views, labels = batch
-    if len(views) != 2:
-        raise ValueError(f"MoCo uses exactly 2 views per image, got {len(views)}; set num_views: 2.")
-    if views[0].shape != views[1].shape:
-        raise ValueError(
-            f"both views must share one shape, got {tuple(views[0].shape)}, {tuple(views[1].shape)}."
-        )
-    return list(views), labels

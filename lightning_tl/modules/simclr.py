@@ -22,8 +22,8 @@ from lightning_tl.losses import nt_xent_loss
 from lightning_tl.modules._pretrain import (
     build_optimizer,
     build_warmup_cosine,
-    check_not_raw_views,
     global_batch_size,
+    split_views,
 )
 from lightning_tl.modules._rng import load_rng_states, save_rng_states
 from lightning_tl.optim import OptimizerFactory
@@ -165,7 +165,7 @@ class SimCLR(L.LightningModule):
                 )
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        views, labels = _split_views(batch)
+        views, labels = split_views(batch, "SimCLR")
         n = views[0].shape[0]
         h = self.encode_views(views)  # (V*B, F)
         z = self.project(h)  # (V*B, D)
@@ -215,21 +215,3 @@ class SimCLR(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         load_rng_states(checkpoint)
-
-
-def _split_views(batch: Any) -> tuple[list[Tensor], Tensor]:
-    """``(views, labels)`` -> (list of >= 2 views of the same images, labels)."""
-    check_not_raw_views(batch, "SimCLR")
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], (tuple, list))):
-        raise ValueError(
-            "SimCLR expects batches (views, labels) where views is a list of >= 2 image tensors; "
-            f"got {type(batch).__name__}. Set the datamodule's num_views: 2."
-        )
-    views, labels = batch
-    if len(views) < 2:
-        raise ValueError(f"SimCLR needs >= 2 views per image, got {len(views)}; set num_views: 2.")
-    if any(v.shape[:2] != views[0].shape[:2] for v in views):
-        raise ValueError(
-            f"all views must hold the same batch and channels, got {[tuple(v.shape) for v in views]}."
-        )
-    return list(views), labels
