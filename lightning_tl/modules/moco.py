@@ -54,6 +54,9 @@ class MoCo(L.LightningModule):
     key batch is normalised as one batch. ``sync_batchnorm`` converts every batch norm to
     ``SyncBatchNorm`` instead (GPUs only under DDP).
 
+    With gradient accumulation (``accumulate_grad_batches > 1``) the key encoder is still updated and
+    the queue filled on every micro-batch, so the effective momentum per optimizer step is m**k.
+
     Overridable steps: :meth:`encode`, :meth:`project`, :meth:`encode_keys`, :meth:`compute_loss`,
     :meth:`key_momentum_at`. A subclass that replaces ``backbone`` or ``projection_head`` after
     ``__init__`` calls :meth:`reset_key_encoder`.
