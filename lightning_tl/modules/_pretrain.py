@@ -15,6 +15,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from lightning_tl import distributed as dist
 from lightning_tl.datamodules.datasets import RawViews
+from lightning_tl.modules._rng import load_rng_states, save_rng_states
 from lightning_tl.optim import OptimizerFactory, create_optimizer, param_groups, warmup_cosine_scheduler
 
 
@@ -86,3 +87,35 @@ def split_views(batch: Any, method: str, exactly: int | None = None) -> tuple[li
     if any(s[:2] != shapes[0][:2] for s in shapes) or (exactly is not None and len(set(shapes)) > 1):
         raise ValueError(f"{method}'s views must hold the same images in one shape, got {shapes}.")
     return list(views), labels
+
+
+class FeatureSteps:
+    """Evaluation steps and checkpoint hooks of a pre-training module with an ``encode`` method.
+
+    Validation, test and predict batches ``(x, labels)`` yield ``{"features", "labels"}`` for the
+    evaluation callbacks (and ``lightning-tl predict`` exports them); every checkpoint carries the RNG
+    states of all ranks so a resumed run draws the same random numbers. Mixed in before
+    ``LightningModule``: ``class SimCLR(FeatureSteps, L.LightningModule)``.
+    """
+
+    def encode(self, x: Tensor) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must define encode(x) -> features")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """Features of a supervised batch ``(x, labels)`` for evaluation callbacks."""
+        x, labels = batch
+        return {"features": self.encode(x), "labels": labels}
+
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """As :meth:`validation_step`, on the test split."""
+        return self.validation_step(batch, batch_idx)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """Representations of ``(x, labels)`` batches: ``lightning-tl predict`` exports features."""
+        return self.validation_step(batch, batch_idx)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        save_rng_states(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        load_rng_states(checkpoint)

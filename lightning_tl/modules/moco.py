@@ -23,18 +23,18 @@ from lightning_tl.backbones import create_backbone
 from lightning_tl.heads import ProjectionHead
 from lightning_tl.losses import info_nce_loss
 from lightning_tl.modules._pretrain import (
+    FeatureSteps,
     build_optimizer,
     build_warmup_cosine,
     global_batch_size,
     split_views,
 )
-from lightning_tl.modules._rng import load_rng_states, save_rng_states
 from lightning_tl.nn.momentum import MemoryQueue, check_momentum, cosine_momentum, update_momentum
 from lightning_tl.nn.shuffle_bn import shuffled_forward
 from lightning_tl.optim import OptimizerFactory
 
 
-class MoCo(L.LightningModule):
+class MoCo(FeatureSteps, L.LightningModule):
     """Self-supervised pre-training with MoCo (v2 defaults).
 
     Batches are ``(views, labels)`` with two (B, C, H, W) views (``num_views: 2``). View 1 goes through
@@ -240,17 +240,6 @@ class MoCo(L.LightningModule):
         self.log("key_momentum", m, batch_size=n)
         return {"loss": loss, "features": h[0].detach(), "labels": labels}
 
-    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        """Features of a supervised batch ``(x, labels)`` for evaluation callbacks."""
-        x, labels = batch
-        return {"features": self.encode(x), "labels": labels}
-
-    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        return self.validation_step(batch, batch_idx)
-
-    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        return self.validation_step(batch, batch_idx)
-
     def configure_optimizers(self) -> Any:
         optimizer = self.build_optimizer()
         scheduler = build_warmup_cosine(self, optimizer, self.warmup_epochs)
@@ -269,9 +258,3 @@ class MoCo(L.LightningModule):
         if batch is None:
             raise ValueError("lr=None needs a datamodule with batch_size to scale from; set lr explicitly.")
         return 0.03 * batch / 256
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        save_rng_states(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        load_rng_states(checkpoint)

@@ -20,16 +20,16 @@ from lightning_tl.backbones import create_backbone
 from lightning_tl.heads import SimCLRProjectionHead
 from lightning_tl.losses import nt_xent_loss
 from lightning_tl.modules._pretrain import (
+    FeatureSteps,
     build_optimizer,
     build_warmup_cosine,
     global_batch_size,
     split_views,
 )
-from lightning_tl.modules._rng import load_rng_states, save_rng_states
 from lightning_tl.optim import OptimizerFactory
 
 
-class SimCLR(L.LightningModule):
+class SimCLR(FeatureSteps, L.LightningModule):
     """Self-supervised pre-training with SimCLR.
 
     Batches are ``(views, labels)``: a list of at least two (B, C, H, W) views of the same images
@@ -173,19 +173,6 @@ class SimCLR(L.LightningModule):
         self.log("train_loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
         return {"loss": loss, "features": h[:n].detach(), "labels": labels}
 
-    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        """Features of a supervised batch ``(x, labels)`` for evaluation callbacks."""
-        x, labels = batch
-        return {"features": self.encode(x), "labels": labels}
-
-    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        """As :meth:`validation_step`, on the test split."""
-        return self.validation_step(batch, batch_idx)
-
-    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        """Representations of ``(x, labels)`` batches: ``lightning-tl predict`` exports features."""
-        return self.validation_step(batch, batch_idx)
-
     def configure_optimizers(self) -> Any:
         optimizer = self.build_optimizer()
         return {
@@ -209,9 +196,3 @@ class SimCLR(L.LightningModule):
         if batch is None:
             raise ValueError("lr=None needs a datamodule with batch_size to scale from; set lr explicitly.")
         return 0.075 * math.sqrt(batch)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        save_rng_states(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        load_rng_states(checkpoint)
