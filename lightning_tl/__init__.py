@@ -6,7 +6,13 @@ The public API, flat::
 """
 
 from lightning_tl.backbones import Backbone, create_backbone, list_backbones
-from lightning_tl.callbacks import FreezeSchedule, KNNMonitor, OnlineLinearProbe, freeze_param_groups
+from lightning_tl.callbacks import (
+    ChannelsLast,
+    FreezeSchedule,
+    KNNMonitor,
+    OnlineLinearProbe,
+    freeze_param_groups,
+)
 from lightning_tl.datamodules import (
     DigitsDataModule,
     FashionMNISTDataModule,
@@ -22,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backbone",
+    "ChannelsLast",
     "DigitsDataModule",
     "FashionMNISTDataModule",
     "FreezeSchedule",
