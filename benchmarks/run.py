@@ -1,8 +1,9 @@
-"""Print benchmark tables as markdown: ``python -m benchmarks.run [TABLE ...]`` (all tables by default).
+"""Print benchmark tables as markdown: ``python -m benchmarks.run [TABLE ...]`` (all CPU tables by default).
 
 Tables: ``overhead``, ``augment``, ``knn``, ``device_views`` (SimCLR and views), ``moco_overhead``,
 ``moco_knn`` (MoCo), ``transfer``, ``freeze_speed``, ``probe_lr`` (layer freezing),
-``gpu`` (on a CUDA card: on-device views, bf16 steps).
+``gpu`` (on a CUDA card: on-device views, bf16 steps), ``transfer_gpu`` (freezing strategies with a
+strong source model; meant for a GPU).
 """
 
 from __future__ import annotations
@@ -12,7 +13,17 @@ import sys
 
 import torch
 
-from benchmarks import augment, device_views, freezing, gpu, moco_knn, moco_overhead, overhead, quickstart_knn
+from benchmarks import (
+    augment,
+    device_views,
+    freezing,
+    gpu,
+    moco_knn,
+    moco_overhead,
+    overhead,
+    quickstart_knn,
+    transfer_gpu,
+)
 
 TABLES = {
     "overhead": overhead.run,
@@ -25,7 +36,11 @@ TABLES = {
     "freeze_speed": freezing.run_speed,
     "probe_lr": freezing.run_probe_lr,
     "gpu": gpu.run,
+    "transfer_gpu": transfer_gpu.run,
 }
+
+
+GPU_TABLES = {"gpu", "transfer_gpu"}  # run only when named: they are sized for a CUDA card
 
 
 def main(names: list[str]) -> None:
@@ -36,7 +51,7 @@ def main(names: list[str]) -> None:
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads\n"
     )
-    for name in names or list(TABLES):
+    for name in names or [n for n in TABLES if n not in GPU_TABLES]:
         print(f"### {name}\n\n{TABLES[name]()}\n", flush=True)
 
 
