@@ -18,6 +18,9 @@ from lightning_tl.modules import DANN
 from lightning_tl.modules._dann_parts import dann_lr_factor
 from lightning_tl.nn import SmallConvNet, dann_coeff
 
+# training_step called directly, without a Trainer, logs nothing (Lightning warns so)
+pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+
 
 class TinyBackbone(nn.Module):
     """f = w . flatten(x): one feature, so every gradient can be written by hand."""
@@ -93,6 +96,20 @@ def test_source_only_has_no_domain_branch_and_ignores_target() -> None:
     torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="DomainAdaptationDataModule"):
         adv.training_step((x, y), 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_training_step_under_autocast(dtype: torch.dtype) -> None:
+    model = _tiny_dann(0.5)
+    batch = {
+        "source": (torch.randn(4, 3, 1, 1), torch.tensor([0, 1, 1, 0])),
+        "target": torch.randn(6, 3, 1, 1),
+    }
+    with torch.autocast("cpu", dtype=dtype):
+        loss = model.training_step(batch, 0)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in model.parameters())
 
 
 def test_bad_arguments() -> None:

@@ -151,7 +151,7 @@ class GradientReversal(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, ...) -> the same tensor; gradients flowing back are multiplied by ``-coeff``."""
-        return grad_reverse(x, self.coeff)
+        return _GradReverse.apply(x, self.coeff)  # type: ignore[no-any-return]  # checked when set: no sync
 
     def extra_repr(self) -> str:
         schedule = f", gamma={self.gamma}" if self.gamma is not None else ""
