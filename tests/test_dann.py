@@ -19,7 +19,7 @@ from lightning_tl.modules._dann_parts import dann_lr_factor
 from lightning_tl.nn import SmallConvNet, dann_coeff
 
 # training_step called directly, without a Trainer, logs nothing (Lightning warns so)
-pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+pytestmark = pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 
 
 class TinyBackbone(nn.Module):
