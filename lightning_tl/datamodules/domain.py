@@ -2,7 +2,8 @@
 
 Training batches are ``{"source": (x_s (B_s, C, H, W), y_s (B_s,)), "target": x_t (B_t, C, H, W)}``
 from a Lightning :class:`~lightning.pytorch.utilities.combined_loader.CombinedLoader` in
-``max_size_cycle`` mode: an epoch is as long as the longer domain, the shorter one is cycled. Target
+``max_size_cycle`` mode: an epoch is as long as the longer domain, the shorter one is cycled (each
+cycle repeats that epoch's shuffled order, so a mid-epoch checkpoint resumes exactly). Target
 *training* images come without labels: they are read through :class:`UnlabelledImages`, whose
 ``label`` is -1 and never looks at the target's labels, and the loader keeps only the images. Target
 labels are used for validation and test only (``val_dataloader``/``test_dataloader`` return
