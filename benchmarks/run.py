@@ -2,6 +2,7 @@
 
 Tables: ``overhead``, ``augment``, ``knn``, ``device_views`` (SimCLR and views), ``moco_overhead``,
 ``moco_knn`` (MoCo), ``transfer``, ``freeze_speed``, ``probe_lr`` (layer freezing),
+``dann_fashion_mnist``, ``dann_digits`` (domain adaptation),
 ``gpu`` (on a CUDA card: on-device views, bf16 steps), ``transfer_gpu`` (freezing strategies with a
 strong source model; meant for a GPU).
 """
@@ -15,6 +16,7 @@ import torch
 
 from benchmarks import (
     augment,
+    dann,
     device_views,
     freezing,
     gpu,
@@ -35,6 +37,8 @@ TABLES = {
     "transfer": freezing.run_transfer,
     "freeze_speed": freezing.run_speed,
     "probe_lr": freezing.run_probe_lr,
+    "dann_fashion_mnist": dann.run_fashion_mnist,
+    "dann_digits": dann.run_digits,
     "gpu": gpu.run,
     "transfer_gpu": transfer_gpu.run,
 }

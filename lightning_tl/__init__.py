@@ -15,23 +15,40 @@ from lightning_tl.callbacks import (
 )
 from lightning_tl.datamodules import (
     DigitsDataModule,
+    DigitsMDataModule,
+    DomainAdaptationDataModule,
     FashionMNISTDataModule,
+    FashionMNISTMDataModule,
     ImageFolderDataModule,
     VisionDataModule,
 )
-from lightning_tl.heads import LinearHead, ProjectionHead, SimCLRProjectionHead
+from lightning_tl.heads import DomainClassifier, LinearHead, ProjectionHead, SimCLRProjectionHead
 from lightning_tl.losses import InfoNCELoss, NTXentLoss, info_nce_loss, nt_xent_loss
-from lightning_tl.modules import ImageClassifier, MoCo, SimCLR
-from lightning_tl.nn import MemoryQueue, cosine_momentum, update_momentum
+from lightning_tl.modules import DANN, ImageClassifier, MoCo, SimCLR
+from lightning_tl.nn import (
+    GradientReversal,
+    MemoryQueue,
+    SmallConvNet,
+    cosine_momentum,
+    dann_coeff,
+    grad_reverse,
+    update_momentum,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DANN",
     "Backbone",
     "ChannelsLast",
     "DigitsDataModule",
+    "DigitsMDataModule",
+    "DomainAdaptationDataModule",
+    "DomainClassifier",
     "FashionMNISTDataModule",
+    "FashionMNISTMDataModule",
     "FreezeSchedule",
+    "GradientReversal",
     "ImageClassifier",
     "ImageFolderDataModule",
     "InfoNCELoss",
@@ -44,11 +61,14 @@ __all__ = [
     "ProjectionHead",
     "SimCLR",
     "SimCLRProjectionHead",
+    "SmallConvNet",
     "VisionDataModule",
     "__version__",
     "cosine_momentum",
     "create_backbone",
+    "dann_coeff",
     "freeze_param_groups",
+    "grad_reverse",
     "info_nce_loss",
     "list_backbones",
     "nt_xent_loss",

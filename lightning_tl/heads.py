@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 Block = tuple[int, int, "nn.Module | None", "nn.Module | None"]
@@ -75,3 +76,50 @@ class LinearHead(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, input_dim) -> (B, num_classes) logits."""
         return self.linear(self.norm(x))
+
+
+class DomainClassifier(nn.Module):
+    """DANN's domain discriminator: an MLP from features to one logit, "is this a target-domain sample?".
+
+    Ganin et al., "Domain-Adversarial Training of Neural Networks", JMLR 2016: the default widths are
+    those of the paper's larger experiments (SVHN, GTSRB and Office: two hidden layers of 1024 units
+    with ReLU and dropout, Sec. 5.2 and Fig. 4); its MNIST -> MNIST-M model uses one hidden layer of
+    100 units (``hidden_dims=(100,)``, ``dropout=0``). The output is a logit, scored with
+    :meth:`loss` (binary cross-entropy *with logits*, safe under autocast, unlike a sigmoid followed
+    by ``binary_cross_entropy``). Put a :class:`~lightning_tl.nn.GradientReversal` in front of it.
+
+    Args:
+        input_dim: feature width.
+        hidden_dims: hidden layer widths; empty for a linear discriminator.
+        dropout: dropout probability after each hidden ReLU.
+    """
+
+    def __init__(
+        self, input_dim: int, hidden_dims: Sequence[int] = (1024, 1024), dropout: float = 0.5
+    ) -> None:
+        super().__init__()
+        if input_dim < 1 or any(h < 1 for h in hidden_dims):
+            raise ValueError(
+                f"input_dim and hidden_dims must be >= 1, got input_dim={input_dim}, "
+                f"hidden_dims={hidden_dims}."
+            )
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        layers: list[nn.Module] = []
+        width = input_dim
+        for hidden in hidden_dims:
+            layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Features (B, input_dim) -> domain logits (B,); > 0 means "target"."""
+        return self.layers(x).squeeze(-1)
+
+    @staticmethod
+    def loss(logits: Tensor, is_target: Tensor) -> Tensor:
+        """Mean binary cross-entropy of logits (B,) against domain labels (B,) (0 source, 1 target)."""
+        return F.binary_cross_entropy_with_logits(logits, is_target.to(logits.dtype))

@@ -1,7 +1,9 @@
 """Datamodules: uint8 images in, supervised or multi-view SSL batches out; deterministic and resumable."""
 
 from lightning_tl.datamodules.base import VisionDataModule
+from lightning_tl.datamodules.blended import DigitsMDataModule, FashionMNISTMDataModule
 from lightning_tl.datamodules.digits import DigitsDataModule
+from lightning_tl.datamodules.domain import DomainAdaptationDataModule
 from lightning_tl.datamodules.fashion_mnist import FashionMNISTDataModule
 from lightning_tl.datamodules.image_folder import ImageFolderDataModule
 from lightning_tl.datamodules.loader import ResumableDataLoader
@@ -10,7 +12,10 @@ from lightning_tl.datamodules.transforms import MultiViewTransform, simclr_view_
 
 __all__ = [
     "DigitsDataModule",
+    "DigitsMDataModule",
+    "DomainAdaptationDataModule",
     "FashionMNISTDataModule",
+    "FashionMNISTMDataModule",
     "ImageFolderDataModule",
     "MultiViewTransform",
     "ResumableDataLoader",
