@@ -8,10 +8,12 @@ The public API, flat::
 from lightning_tl.backbones import Backbone, create_backbone, list_backbones
 from lightning_tl.callbacks import FreezeSchedule, KNNMonitor, OnlineLinearProbe, freeze_param_groups
 from lightning_tl.datamodules import (
+    BatchMixing,
     DigitsDataModule,
     FashionMNISTDataModule,
     ImageFolderDataModule,
     VisionDataModule,
+    build_policy,
 )
 from lightning_tl.heads import LinearHead, ProjectionHead, SimCLRProjectionHead
 from lightning_tl.losses import InfoNCELoss, NTXentLoss, info_nce_loss, nt_xent_loss
@@ -22,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backbone",
+    "BatchMixing",
     "DigitsDataModule",
     "FashionMNISTDataModule",
     "FreezeSchedule",
@@ -39,6 +42,7 @@ __all__ = [
     "SimCLRProjectionHead",
     "VisionDataModule",
     "__version__",
+    "build_policy",
     "cosine_momentum",
     "create_backbone",
     "freeze_param_groups",
