@@ -91,20 +91,40 @@ def _search() -> tuple[str, float]:
     return result.best_spec, result.cpu_minutes
 
 
+def _jobs(arms: dict[str, list[str]]) -> list[tuple[str, str, int, list[str]]]:
+    """(arm, budget, seed, args), seed-major so that partial results cover every arm."""
+    return [
+        (arm, budget, seed, [*args, *extra, f"--seed_everything={seed}", f"--data.init_args.seed={seed}"])
+        for seed in SEEDS
+        for arm, args in arms.items()
+        for budget, extra in BUDGETS.items()
+    ]
+
+
+def _logged_run(job: tuple[str, str, int, list[str]]) -> tuple[float, float]:
+    acc, seconds = _test_accuracy(job[3])
+    print(
+        f"[policy_accuracy] {job[0]} | {job[1]} | seed {job[2]}: {acc:.4f} ({seconds:.0f} CPU-s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return acc, seconds
+
+
 def run_accuracy() -> str:
     os.environ["OMP_NUM_THREADS"] = "1"
     ctx = mp.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        spec, search_minutes = pool.apply(_search)
-    arms = {**ARMS, "searched (augsearch)": [f"--data.init_args.policy={spec}"]}
-    jobs = [
-        (arm, budget, seed, [*args, *extra, f"--seed_everything={seed}", f"--data.init_args.seed={seed}"])
-        for arm, args in arms.items()
-        for budget, extra in BUDGETS.items()
-        for seed in SEEDS
-    ]
-    with ctx.Pool(2, maxtasksperchild=1) as pool:
-        results = pool.map(_test_accuracy, [job[3] for job in jobs])
+    with ctx.Pool(2, maxtasksperchild=1) as pool:  # the search runs beside the fixed arms' trainings
+        search = pool.apply_async(_search)
+        fixed_jobs = _jobs(ARMS)
+        fixed = [pool.apply_async(_logged_run, (job,)) for job in fixed_jobs]
+        spec, search_minutes = search.get()
+        print(f"[policy_accuracy] searched policy: {spec}", file=sys.stderr, flush=True)
+        arms = {**ARMS, "searched (augsearch)": [f"--data.init_args.policy={spec}"]}
+        searched_jobs = _jobs({"searched (augsearch)": arms["searched (augsearch)"]})
+        searched = [pool.apply_async(_logged_run, (job,)) for job in searched_jobs]
+        jobs = fixed_jobs + searched_jobs
+        results = [r.get() for r in fixed + searched]
     accuracy: dict[tuple[str, str], list[float]] = {}
     cpu = 0.0
     for (arm, budget, _, _), (acc, seconds) in zip(jobs, results, strict=True):

@@ -14,7 +14,8 @@ from PIL import Image
 
 from lightning_tl.augsearch import augment_search, random_policy
 from lightning_tl.cli import main
-from lightning_tl.datamodules import DigitsDataModule, build_policy, parse_policy
+from lightning_tl.datamodules import DigitsDataModule, ImageFolderDataModule, build_policy, parse_policy
+from lightning_tl.datamodules.mixing import MixItem
 from lightning_tl.modules import ImageClassifier
 from lightning_tl.preview import preview_size
 
@@ -106,3 +107,20 @@ def test_resume_with_policy_and_mixing_is_exact(tmp_path: Path) -> None:
         full = _fit(6, None, ckpt)
         resumed = _fit(6, ckpt, None)
     assert resumed == full[3:]
+
+
+def test_image_folder_takes_a_policy_and_cutmix(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(6):
+            pixels = torch.randint(0, 256, (20, 24, 3), generator=g, dtype=torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / label / f"{i}.png")
+    dm = ImageFolderDataModule(
+        str(tmp_path), image_size=16, batch_size=4, val_fraction=0.2, policy="original", cutmix_alpha=1.0
+    )
+    raw = next(iter(dm.train_dataloader()))
+    assert isinstance(raw, MixItem) and raw.images.shape == (4, 3, 16, 16)
+    x, targets = dm.on_after_batch_transfer(raw, 0)
+    assert x.shape == (4, 3, 16, 16) and targets.shape == (4, 2)
+    assert torch.allclose(targets.sum(1), torch.ones(4))

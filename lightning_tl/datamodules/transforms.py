@@ -19,6 +19,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from lightning_tl.datamodules.batch_views import ViewSpec
+from lightning_tl.datamodules.policies import build_policy as build_policy  # re-export: policies live there
 
 #: ImageNet statistics, the usual choice for images fed to ImageNet-pretrained backbones.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
