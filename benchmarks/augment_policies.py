@@ -23,7 +23,10 @@ import resource
 import statistics
 import sys
 import warnings
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -85,7 +88,14 @@ def _search() -> tuple[str, float]:
 
     gray_ops = tuple(op for op in SEARCH_OPS if op != "Color")  # saturation does nothing on 1 channel
     result = augment_search(
-        str(RECIPE), **SEARCH, ops=gray_ops, seed=0, overrides=["--data.init_args.val_size=1000"]
+        str(RECIPE),
+        trials=SEARCH["trials"],
+        steps=SEARCH["steps"],
+        eta=SEARCH["eta"],
+        rungs=SEARCH["rungs"],
+        ops=gray_ops,
+        seed=0,
+        overrides=["--data.init_args.val_size=1000"],
     )
     print(result.table(), file=sys.stderr, flush=True)
     return result.best_spec, result.cpu_minutes
@@ -130,7 +140,7 @@ def run_accuracy() -> str:
     for (arm, budget, _, _), (acc, seconds) in zip(jobs, results, strict=True):
         accuracy.setdefault((arm, budget), []).append(acc)
         cpu += seconds
-    rows = []
+    rows: list[list[object]] = []
     for arm in arms:
         cells = []
         for budget in BUDGETS:
@@ -174,10 +184,10 @@ def run_throughput(items: int = 512) -> str:
         c, s = images.shape[1], images.shape[-1]
         return v2.Compose([*light_augment_steps(s), build_policy(spec), normalize(c, [0.5], [0.5])])
 
-    def loop(fn: object, images: torch.Tensor) -> object:
-        return lambda: [fn(img) for img in images]  # type: ignore[operator]
+    def loop(fn: Callable[[Any], Any], images: Sequence[Any] | torch.Tensor) -> Callable[[], object]:
+        return lambda: [fn(img) for img in images]
 
-    rows = []
+    rows: list[list[object]] = []
     for spec in THROUGHPUT_POLICIES:
         fns = [loop(per_sample(spec, gray), gray), loop(per_sample(spec, rgb), rgb)]
         t_gray, t_rgb = interleaved_medians(fns, repeats=3, warmup=1)
@@ -207,7 +217,7 @@ def run_throughput(items: int = 512) -> str:
     labels = torch.randint(0, 10, (256,))
     mixes = {"mixup": BatchMixing(10, mixup_alpha=0.2), "CutMix": BatchMixing(10, cutmix_alpha=1.0)}
     for name, mixing in mixes.items():
-        (t,) = interleaved_medians([lambda m=mixing: m(batch, labels, 0)], repeats=10, warmup=2)
+        (t,) = interleaved_medians([partial(mixing, batch, labels, 0)], repeats=10, warmup=2)
         rows.append([f"{name}, per batch of 256 (64 px RGB), {threads} threads", "", f"{256 / t:.0f}"])
     title = (
         f"Augmentation throughput, images/s per worker (one thread), {items} images, median of 3 interleaved "
