@@ -12,8 +12,8 @@ initialisation, the subset, the order and the augmentation). Runs go two at a ti
 ``policy_throughput``: per-sample images/s on one thread (= one DataLoader worker) of each policy
 with our datamodule's supervised pipeline (crop, flip, policy, normalise) on uint8 tensors, for
 28 px grayscale Fashion-MNIST and 64 px RGB photo crops; timm's own PIL RandAugment for reference
-(``rand-m9-mstd0.5``: timm's ``inc1`` op set crashes on Pillow >= 10 when the sampled level reaches 10,
-``PosterizeIncreasing`` then asks PIL for 0 bits);
+(``rand-m9-mstd0.5``: timm's ``inc1`` op set crashes on Pillow 13, installed here, when the
+sampled level reaches 10: ``PosterizeIncreasing`` then asks PIL for 0 bits);
 and the on-device batched mixup/CutMix (batch 256).
 """
 

@@ -420,8 +420,8 @@ class VisionDataModule(lightning.LightningDataModule):
         """
         if isinstance(batch, MixItem):  # supervised batch with VRM: mix on the device, seeded by the batch
             images, targets = self.mixing(batch.images, batch.labels, batch_seed(batch.seeds))
-            if self.trainer is not None:
-                images = self.trainer.precision_plugin.convert_input(images)
+            if self.trainer is not None:  # soft targets too: cross_entropy wants them in the logits' dtype
+                images, targets = self.trainer.precision_plugin.convert_input((images, targets))
             return [images, targets]
         if not isinstance(batch, RawViews):
             return batch
