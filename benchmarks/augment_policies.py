@@ -49,7 +49,7 @@ BUDGETS = {
     "1,000 labels": ["--data.init_args.train_subset=1000"],
     "60,000 labels": ["--data.init_args.train_subset=null", "--data.init_args.val_size=0"],
 }
-SEARCH = {"trials": 6, "steps": 60, "eta": 2, "rungs": 2}  # 6 x 60 + 3 x 120 proxy steps
+SEARCH = {"trials": 4, "steps": 60, "eta": 2, "rungs": 2}  # 4 x 60 + 2 x 120 proxy steps
 
 
 def _cpu() -> float:
@@ -104,40 +104,49 @@ def _search() -> tuple[str, float]:
     return result.best_spec, result.cpu_minutes
 
 
-def _jobs(arms: dict[str, list[str]]) -> list[tuple[str, str, int, list[str]]]:
-    """(arm, budget, seed, args), seed-major so that partial results cover every arm."""
+def _jobs(arms: dict[str, list[str]], budget: str) -> list[tuple[str, str, int, list[str]]]:
+    """(arm, budget, seed, args) of one label budget, seed-major."""
     return [
-        (arm, budget, seed, [*args, *extra, f"--seed_everything={seed}", f"--data.init_args.seed={seed}"])
+        (
+            arm,
+            budget,
+            seed,
+            [*args, *BUDGETS[budget], f"--seed_everything={seed}", f"--data.init_args.seed={seed}"],
+        )
         for seed in SEEDS
         for arm, args in arms.items()
-        for budget, extra in BUDGETS.items()
     ]
 
 
 def _logged_run(job: tuple[str, str, int, list[str]]) -> tuple[float, float]:
     acc, seconds = _test_accuracy(job[3])
-    print(
-        f"[policy_accuracy] {job[0]} | {job[1]} | seed {job[2]}: {acc:.4f} ({seconds:.0f} CPU-s)",
-        file=sys.stderr,
-        flush=True,
-    )
+    line = f"[policy_accuracy] {job[0]} | {job[1]} | seed {job[2]}: {acc:.4f} ({seconds:.0f} CPU-s)"
+    print(line, file=sys.stderr, flush=True)
     return acc, seconds
 
 
 def run_accuracy() -> str:
     os.environ["OMP_NUM_THREADS"] = "1"
     ctx = mp.get_context("spawn")
+    jobs: list[tuple[str, str, int, list[str]]] = []
+    pending: list[Any] = []  # AsyncResults, in the order of jobs
     with ctx.Pool(2, maxtasksperchild=1) as pool:  # the search runs beside the fixed arms' trainings
         search = pool.apply_async(_search)
-        fixed_jobs = _jobs(ARMS)
-        fixed = [pool.apply_async(_logged_run, (job,)) for job in fixed_jobs]
+
+        def submit(new: list[tuple[str, str, int, list[str]]]) -> None:
+            jobs.extend(new)
+            pending.extend(pool.apply_async(_logged_run, (job,)) for job in new)
+
+        small, full = BUDGETS
+        submit(_jobs(ARMS, small))  # the 1,000-label column first, the searched arm as soon as it exists
         spec, search_minutes = search.get()
         print(f"[policy_accuracy] searched policy: {spec}", file=sys.stderr, flush=True)
-        arms = {**ARMS, "searched (augsearch)": [f"--data.init_args.policy={spec}"]}
-        searched_jobs = _jobs({"searched (augsearch)": arms["searched (augsearch)"]})
-        searched = [pool.apply_async(_logged_run, (job,)) for job in searched_jobs]
-        jobs = fixed_jobs + searched_jobs
-        results = [r.get() for r in fixed + searched]
+        searched = {"searched (augsearch)": [f"--data.init_args.policy={spec}"]}
+        arms = {**ARMS, **searched}
+        submit(_jobs(searched, small))
+        submit(_jobs(ARMS, full))
+        submit(_jobs(searched, full))
+        results = [r.get() for r in pending]
     accuracy: dict[tuple[str, str], list[float]] = {}
     cpu = 0.0
     for (arm, budget, _, _), (acc, seconds) in zip(jobs, results, strict=True):
