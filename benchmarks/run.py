@@ -2,7 +2,8 @@
 
 Tables: ``overhead``, ``augment``, ``knn``, ``device_views`` (SimCLR and views), ``moco_overhead``,
 ``moco_knn`` (MoCo), ``transfer``, ``freeze_speed``, ``probe_lr`` (layer freezing),
-``dann_fashion_mnist``, ``dann_digits`` (domain adaptation),
+``dann_fashion_mnist``, ``dann_digits`` (domain adaptation), ``policy_accuracy``, ``policy_throughput``
+(augmentation policies),
 ``gpu`` (on a CUDA card: on-device views, bf16 steps), ``transfer_gpu`` (freezing strategies with a
 strong source model; meant for a GPU).
 """
@@ -16,6 +17,7 @@ import torch
 
 from benchmarks import (
     augment,
+    augment_policies,
     dann,
     device_views,
     freezing,
@@ -39,6 +41,8 @@ TABLES = {
     "probe_lr": freezing.run_probe_lr,
     "dann_fashion_mnist": dann.run_fashion_mnist,
     "dann_digits": dann.run_digits,
+    "policy_accuracy": augment_policies.run_accuracy,
+    "policy_throughput": augment_policies.run_throughput,
     "gpu": gpu.run,
     "transfer_gpu": transfer_gpu.run,
 }

@@ -14,6 +14,7 @@ from lightning_tl.callbacks import (
     freeze_param_groups,
 )
 from lightning_tl.datamodules import (
+    BatchMixing,
     DigitsDataModule,
     DigitsMDataModule,
     DomainAdaptationDataModule,
@@ -21,6 +22,7 @@ from lightning_tl.datamodules import (
     FashionMNISTMDataModule,
     ImageFolderDataModule,
     VisionDataModule,
+    build_policy,
 )
 from lightning_tl.heads import DomainClassifier, LinearHead, ProjectionHead, SimCLRProjectionHead
 from lightning_tl.losses import InfoNCELoss, NTXentLoss, info_nce_loss, nt_xent_loss
@@ -40,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DANN",
     "Backbone",
+    "BatchMixing",
     "ChannelsLast",
     "DigitsDataModule",
     "DigitsMDataModule",
@@ -64,6 +67,7 @@ __all__ = [
     "SmallConvNet",
     "VisionDataModule",
     "__version__",
+    "build_policy",
     "cosine_momentum",
     "create_backbone",
     "dann_coeff",

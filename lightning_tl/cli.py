@@ -8,6 +8,8 @@ The resolved config is written next to each run's logs and checkpoints.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from typing import Any
 
 import lightning as L
@@ -39,8 +41,20 @@ class LightningTLCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``lightning-tl`` console script and ``python -m lightning_tl``."""
+    """Entry point of the ``lightning-tl`` console script and ``python -m lightning_tl``.
+
+    ``preview`` and ``augsearch`` are tools of their own (:mod:`lightning_tl.preview`,
+    :mod:`lightning_tl.augsearch`); every other subcommand goes to LightningCLI.
+    """
+    argv = sys.argv[1:] if args is None else args
+    if argv and argv[0] in TOOLS:
+        importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+        return
     build_cli(args)
+
+
+#: Subcommands that are not LightningCLI's: name -> module with ``main(argv)``.
+TOOLS = {"preview": "lightning_tl.preview", "augsearch": "lightning_tl.augsearch"}
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> LightningTLCLI:

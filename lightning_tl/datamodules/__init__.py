@@ -7,10 +7,13 @@ from lightning_tl.datamodules.domain import DomainAdaptationDataModule
 from lightning_tl.datamodules.fashion_mnist import FashionMNISTDataModule
 from lightning_tl.datamodules.image_folder import ImageFolderDataModule
 from lightning_tl.datamodules.loader import ResumableDataLoader
+from lightning_tl.datamodules.mixing import BatchMixing
+from lightning_tl.datamodules.policies import PolicySpec, build_policy, parse_policy
 from lightning_tl.datamodules.sampling import SeededSampler, UnpaddedDistributedSampler
 from lightning_tl.datamodules.transforms import MultiViewTransform, simclr_view_transform
 
 __all__ = [
+    "BatchMixing",
     "DigitsDataModule",
     "DigitsMDataModule",
     "DomainAdaptationDataModule",
@@ -18,9 +21,12 @@ __all__ = [
     "FashionMNISTMDataModule",
     "ImageFolderDataModule",
     "MultiViewTransform",
+    "PolicySpec",
     "ResumableDataLoader",
     "SeededSampler",
     "UnpaddedDistributedSampler",
     "VisionDataModule",
+    "build_policy",
+    "parse_policy",
     "simclr_view_transform",
 ]

@@ -29,6 +29,8 @@ from lightning_tl.datamodules.datasets import (
     channel_mean_std,
 )
 from lightning_tl.datamodules.loader import ResumableDataLoader
+from lightning_tl.datamodules.mixing import BatchMixing, MixItem, SeededItems, batch_seed, check_mixing_args
+from lightning_tl.datamodules.policies import build_policy, parse_policy
 from lightning_tl.datamodules.sampling import SeededSampler, UnpaddedDistributedSampler
 from lightning_tl.datamodules.splits import stratified_split
 from lightning_tl.datamodules.transforms import (
@@ -37,7 +39,8 @@ from lightning_tl.datamodules.transforms import (
     check_crop_scale,
     check_jitter_strength,
     eval_transform,
-    light_train_transform,
+    light_augment_steps,
+    normalize,
     simclr_view_spec,
     view_transform,
 )
@@ -87,6 +90,14 @@ class VisionDataModule(lightning.LightningDataModule):
         local_image_size: side of the local views; None = ``image_size // 2``.
         local_crop_scale: (min, max) area fraction of the local views' crops.
         solarize_prob: probability of solarising an SSL view (0 in SimCLR; BYOL uses 0 / 0.2).
+        policy: augmentation policy of supervised training, applied per sample after the light crop/flip
+            (:func:`~lightning_tl.datamodules.policies.build_policy`: ``autoaugment:cifar10``,
+            ``rand-m9-mstd0.5-inc1``, ``trivialaugment``... or ``none``). Supervised only: with
+            ``num_views >= 2`` the SSL view recipe is the augmentation, and a policy raises.
+        mixup_alpha, cutmix_alpha, mix_prob, switch_prob, noise_std: vicinal risk options of
+            supervised training (:class:`~lightning_tl.datamodules.mixing.BatchMixing`), applied per
+            batch on the device in :meth:`on_after_batch_transfer`; with mixup/CutMix on, train batches
+            carry soft targets (B, num_classes). Supervised only (raise with ``num_views >= 2``).
     """
 
     def __init__(
@@ -110,6 +121,12 @@ class VisionDataModule(lightning.LightningDataModule):
         local_crop_scale: tuple[float, float] = (0.05, 0.4),
         solarize_prob: float = 0.0,
         train_subset: int | None = None,
+        policy: str = "none",
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mix_prob: float = 1.0,
+        switch_prob: float = 0.5,
+        noise_std: float = 0.0,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -147,6 +164,16 @@ class VisionDataModule(lightning.LightningDataModule):
         check_crop_scale(local_crop_scale)
         if not 0 <= solarize_prob <= 1:
             raise ValueError(f"solarize_prob must be a probability in [0, 1], got {solarize_prob}")
+        parse_policy(policy)  # a bad spec fails here, naming its bad token
+        check_mixing_args(mixup_alpha, cutmix_alpha, mix_prob, switch_prob, noise_std)
+        vrm = mixup_alpha > 0 or cutmix_alpha > 0 or noise_std > 0
+        if num_views >= 2 and (policy.strip() != "none" or vrm):
+            raise ValueError(
+                f"policy={policy!r} and mixup/CutMix/noise apply to supervised batches (num_views: 0); with "
+                f"num_views={num_views} the SSL view recipe is the augmentation (crop_scale, "
+                "jitter_strength, blur, solarize_prob). Set policy: none and the VRM options to 0, or "
+                "num_views: 0"
+            )
         if persistent_workers and num_workers == 0:
             raise ValueError(
                 "persistent_workers=True needs num_workers >= 1; set num_workers or drop persistent_workers"
@@ -175,6 +202,15 @@ class VisionDataModule(lightning.LightningDataModule):
         self._train_loader: ResumableDataLoader | None = None
         self._batch_views: BatchViews | None = None
         self._pending_loader_state: dict[str, Any] | None = None
+        self.policy = policy.strip()
+        self._mixing_args = {
+            "mixup_alpha": mixup_alpha,
+            "cutmix_alpha": cutmix_alpha,
+            "mix_prob": mix_prob,
+            "switch_prob": switch_prob,
+            "noise_std": noise_std,
+        }
+        self._mixing: BatchMixing | None = None
 
     # ----------------------------------------------------------------- subclass interface
     # A subclass defines num_classes, class_names, _native_image_size, _native_channels and
@@ -340,11 +376,32 @@ class VisionDataModule(lightning.LightningDataModule):
         local = spec(self.local_image_size, self.local_crop_scale)
         return [spec(self.image_size, self.crop_scale)] * self.num_views + [local] * self.local_views
 
+    def augment_transform(self) -> v2.Compose:
+        """Supervised augmentation uint8 (C, H, W) -> uint8 (num_channels, image_size, image_size).
+
+        Resize (image folders), channel repeat (``rgb``), padded random crop, flip (``hflip``), then
+        the ``policy``: the policy is applied "in addition to the standard baseline pre-processing"
+        as in the AutoAugment paper (Cubuk et al. 2019). ``lightning-tl preview`` shows its output.
+        """
+        steps = light_augment_steps(self.image_size, self.hflip)
+        return v2.Compose([*self._resize_steps(), *self._channel_steps(), *steps, build_policy(self.policy)])
+
+    @property
+    def mixing(self) -> BatchMixing:
+        """The per-batch VRM of supervised training (mixup, CutMix, noise; see ``mixup_alpha``)."""
+        if self._mixing is None:
+            classes = (
+                self.num_classes
+                if self._mixing_args["mixup_alpha"] or self._mixing_args["cutmix_alpha"]
+                else 0
+            )
+            self._mixing = BatchMixing(classes, **self._mixing_args)
+        return self._mixing
+
     def train_transform(self) -> Callable[[Tensor], Any]:
-        """Supervised: light augmentation; SSL: a :class:`MultiViewTransform` of :meth:`view_specs`."""
+        """Supervised: :meth:`augment_transform` + normalisation; SSL: a :class:`MultiViewTransform`."""
         if self.num_views == 0:
-            tail = light_train_transform(self.image_size, self.num_channels, self.hflip, self.mean, self.std)
-            return v2.Compose([*self._resize_steps(), *self._channel_steps(), tail])
+            return v2.Compose([self.augment_transform(), normalize(self.num_channels, self.mean, self.std)])
         views = [
             v2.Compose([*self._channel_steps(), view_transform(spec, self.num_channels, self.mean, self.std)])
             for spec in self.view_specs()
@@ -361,6 +418,11 @@ class VisionDataModule(lightning.LightningDataModule):
         Each image's views are drawn from its own sample seed (fixed by ``(seed, epoch, index)``), as
         in the per-sample path, so they do not depend on the batch or the process they land in.
         """
+        if isinstance(batch, MixItem):  # supervised batch with VRM: mix on the device, seeded by the batch
+            images, targets = self.mixing(batch.images, batch.labels, batch_seed(batch.seeds))
+            if self.trainer is not None:  # soft targets too: cross_entropy wants them in the logits' dtype
+                images, targets = self.trainer.precision_plugin.convert_input((images, targets))
+            return [images, targets]
         if not isinstance(batch, RawViews):
             return batch
         views = self._batch_views_cached()(batch.images, batch.seeds)
@@ -400,6 +462,8 @@ class VisionDataModule(lightning.LightningDataModule):
             dataset = RawViewDataset(source, v2.Compose(steps) if steps else None)
         else:
             dataset = AugmentedDataset(source, self.train_transform())
+            if not ssl and self.mixing.active:  # items carry their seeds to the on-device VRM
+                dataset = SeededItems(dataset)
         loader = ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -58,6 +58,12 @@ class DigitsDataModule(VisionDataModule):
         local_crop_scale: tuple[float, float] = (0.05, 0.4),
         solarize_prob: float = 0.0,
         train_subset: int | None = None,
+        policy: str = "none",
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mix_prob: float = 1.0,
+        switch_prob: float = 0.5,
+        noise_std: float = 0.0,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -78,6 +84,12 @@ class DigitsDataModule(VisionDataModule):
             local_crop_scale=local_crop_scale,
             solarize_prob=solarize_prob,
             train_subset=train_subset,
+            policy=policy,
+            mixup_alpha=mixup_alpha,
+            cutmix_alpha=cutmix_alpha,
+            mix_prob=mix_prob,
+            switch_prob=switch_prob,
+            noise_std=noise_std,
         )
         check_fractions(val_fraction, test_fraction)
         self.val_fraction = val_fraction

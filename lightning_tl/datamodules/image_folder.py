@@ -134,6 +134,12 @@ class ImageFolderDataModule(VisionDataModule):
         local_crop_scale: tuple[float, float] = (0.05, 0.4),
         solarize_prob: float = 0.0,
         train_subset: int | None = None,
+        policy: str = "none",
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mix_prob: float = 1.0,
+        switch_prob: float = 0.5,
+        noise_std: float = 0.0,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -154,6 +160,12 @@ class ImageFolderDataModule(VisionDataModule):
             local_crop_scale=local_crop_scale,
             solarize_prob=solarize_prob,
             train_subset=train_subset,
+            policy=policy,
+            mixup_alpha=mixup_alpha,
+            cutmix_alpha=cutmix_alpha,
+            mix_prob=mix_prob,
+            switch_prob=switch_prob,
+            noise_std=noise_std,
         )
         if not Path(root).is_dir():
             raise FileNotFoundError(f"image folder root={root!r} does not exist or is not a directory")

@@ -19,6 +19,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from lightning_tl.datamodules.batch_views import ViewSpec
+from lightning_tl.datamodules.policies import build_policy as build_policy  # re-export: policies live there
 
 #: ImageNet statistics, the usual choice for images fed to ImageNet-pretrained backbones.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -219,12 +220,16 @@ def light_train_transform(
     (the standard CIFAR recipe: 4 px at 32 px), random horizontal flip when ``hflip``, then
     ``ToDtype`` + ``Normalize``.
     """
+    return v2.Compose([*light_augment_steps(image_size, hflip), normalize(channels, mean, std)])
+
+
+def light_augment_steps(image_size: int, hflip: bool = True) -> list[Callable[[Any], Any]]:
+    """The uint8 -> uint8 part of :func:`light_train_transform`: padded random crop, optional flip."""
     _check_image_size(image_size)
     steps: list[Callable[[Any], Any]] = [v2.RandomCrop(image_size, padding=max(1, image_size // 8))]
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
-    steps.append(normalize(channels, mean, std))
-    return v2.Compose(steps)
+    return steps
 
 
 def eval_transform(

@@ -1,6 +1,7 @@
 """ImageClassifier: supervised fine-tuning of a (pre-trained) backbone with a new linear head.
 
-Batches are ``(images (B, C, H, W), labels (B,))`` (our datamodules with ``num_views: 0``). With a
+Batches are ``(images (B, C, H, W), labels (B,))`` (our datamodules with ``num_views: 0``), or
+``(images, soft targets (B, num_classes))`` when the datamodule mixes batches (mixup/CutMix). With a
 :class:`~lightning_tl.callbacks.FreezeSchedule` on the trainer the optimizer is built from its
 layer groups (frozen ones at lr 0, layer-wise lrs); without one every parameter trains.
 """
@@ -20,6 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_tl.backbones import create_backbone
 from lightning_tl.callbacks.freezing import find_freeze_schedule
+from lightning_tl.datamodules.mixing import MixItem
 from lightning_tl.heads import LinearHead
 from lightning_tl.modules._rng import load_rng_states, save_rng_states
 from lightning_tl.optim import param_groups, warmup_cosine_scheduler
@@ -91,11 +93,23 @@ class ImageClassifier(L.LightningModule):
         return self.head(self.backbone(x))
 
     def _step(self, batch: Any, stage: str) -> Tensor:
+        if isinstance(batch, MixItem):
+            raise ValueError(
+                "ImageClassifier got an un-mixed MixItem batch: mixup/CutMix/noise are applied by the "
+                "datamodule's on_after_batch_transfer hook, which Lightning only calls when the datamodule "
+                "is passed to the Trainer; use trainer.fit(model, datamodule=dm)."
+            )
         x, y = batch
         logits = self(x)  # (B, num_classes)
+        if y.ndim == 2 and y.shape != logits.shape:
+            raise ValueError(
+                f"soft targets must be (B, num_classes) = {tuple(logits.shape)}, got {tuple(y.shape)}"
+            )
+        # int labels (B,) or soft targets (B, K) from mixup/CutMix: cross_entropy takes both; with soft
+        # targets it is -sum_k y_k log softmax(logits)_k (label smoothing mixes in the uniform target).
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         metric = getattr(self, f"{stage}_acc")
-        metric(logits, y)
+        metric(logits, y if y.ndim == 1 else y.argmax(dim=1))  # mixed targets: their dominant class
         n = x.shape[0]
         self.log(f"{stage}_loss", loss, prog_bar=stage == "train", sync_dist=stage != "train", batch_size=n)
         self.log(f"{stage}_acc", metric, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
