@@ -11,16 +11,27 @@ from lightning_tl.datamodules import (
     DigitsDataModule,
     FashionMNISTDataModule,
     ImageFolderDataModule,
+    MultiDomainDataModule,
     VisionDataModule,
 )
 from lightning_tl.heads import LinearHead, ProjectionHead, SimCLRProjectionHead
 from lightning_tl.losses import InfoNCELoss, NTXentLoss, info_nce_loss, nt_xent_loss
-from lightning_tl.modules import ImageClassifier, MoCo, SimCLR
-from lightning_tl.nn import MemoryQueue, cosine_momentum, update_momentum
+from lightning_tl.modules import AdapterResNet, ImageClassifier, MoCo, SimCLR
+from lightning_tl.nn import (
+    MemoryQueue,
+    cosine_momentum,
+    inject_adapters,
+    inject_lora,
+    merge_adapters,
+    merge_lora,
+    set_domain,
+    update_momentum,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdapterResNet",
     "Backbone",
     "DigitsDataModule",
     "FashionMNISTDataModule",
@@ -32,6 +43,7 @@ __all__ = [
     "LinearHead",
     "MemoryQueue",
     "MoCo",
+    "MultiDomainDataModule",
     "NTXentLoss",
     "OnlineLinearProbe",
     "ProjectionHead",
@@ -43,7 +55,12 @@ __all__ = [
     "create_backbone",
     "freeze_param_groups",
     "info_nce_loss",
+    "inject_adapters",
+    "inject_lora",
     "list_backbones",
+    "merge_adapters",
+    "merge_lora",
     "nt_xent_loss",
+    "set_domain",
     "update_momentum",
 ]

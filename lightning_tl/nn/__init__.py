@@ -2,7 +2,14 @@
 
 from lightning_tl.nn.adapter_merge import adapter_state_dict, load_adapter_state_dict, merge_adapters
 from lightning_tl.nn.adapters import AdaptedConv, ParallelAdapter, SeriesAdapter, find_blocks, inject_adapters
-from lightning_tl.nn.domains import DomainBatchNorm2d, DomainHeads, get_domain, model_domains, set_domain
+from lightning_tl.nn.domains import (
+    DomainBatchNorm2d,
+    DomainHeads,
+    domain_parameter_count,
+    get_domain,
+    model_domains,
+    set_domain,
+)
 from lightning_tl.nn.lora import (
     LoRAConv2d,
     LoRALinear,
@@ -25,6 +32,7 @@ __all__ = [
     "SeriesAdapter",
     "adapter_state_dict",
     "cosine_momentum",
+    "domain_parameter_count",
     "find_blocks",
     "get_domain",
     "inject_adapters",

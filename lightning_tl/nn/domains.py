@@ -129,3 +129,14 @@ def get_domain(model: nn.Module) -> str:
     """The active domain of ``model``."""
     model_domains(model)
     return next(layer.domain for _, layer in domain_layers(model))
+
+
+def domain_parameter_count(model: nn.Module, domain: str, heads: bool = True) -> int:
+    """Parameters that belong to ``domain`` alone: its adapters, BatchNorm layers and (``heads``) head."""
+    check_domain(domain, model_domains(model))
+    return sum(
+        p.numel()
+        for _, layer in domain_layers(model)
+        if heads or not isinstance(layer, DomainHeads)
+        for p in layer.for_domain(domain).parameters()
+    )

@@ -63,9 +63,11 @@ class LoRALinear(nn.Module):
         self.parts, self.adapt = parts, adapt
         self.dropout = nn.Dropout(dropout)
         size = base.out_features // len(parts)
-        like = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.lora_A = nn.Parameter(torch.empty(len(adapt) * rank, base.in_features, **like))
-        self.lora_B = nn.Parameter(torch.zeros(len(adapt), size, rank, **like))
+        device, dtype = base.weight.device, base.weight.dtype
+        self.lora_A = nn.Parameter(
+            torch.empty(len(adapt) * rank, base.in_features, device=device, dtype=dtype)
+        )
+        self.lora_B = nn.Parameter(torch.zeros(len(adapt), size, rank, device=device, dtype=dtype))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as nn.Linear; B = 0 makes BA = 0
         self.merged = False
 
@@ -128,9 +130,11 @@ class LoRAConv2d(nn.Module):
         self.base = base
         self.rank, self.scaling = rank, alpha / rank
         self.dropout = nn.Dropout(dropout)
-        like = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_channels, *base.kernel_size, **like))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_channels, rank, **like))
+        device, dtype = base.weight.device, base.weight.dtype
+        self.lora_A = nn.Parameter(
+            torch.empty(rank, base.in_channels, *base.kernel_size, device=device, dtype=dtype)
+        )
+        self.lora_B = nn.Parameter(torch.zeros(base.out_channels, rank, device=device, dtype=dtype))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.merged = False
 
