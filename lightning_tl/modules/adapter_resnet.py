@@ -46,6 +46,7 @@ class AdapterResNet(L.LightningModule):
             optimisation; ``trainer.global_step`` counts domain steps).
         optimizer, lr, weight_decay, momentum, warmup_epochs: timm optimizer over the trainable
             parameters, no weight decay on 1-D ones, per-step warm-up and cosine decay.
+        model_kwargs: extra constructor arguments of the ResNet (see ``create_backbone``).
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class AdapterResNet(L.LightningModule):
         weight_decay: float = 5e-4,
         momentum: float = 0.9,
         warmup_epochs: float = 0.0,
+        model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if domain_batches not in ("mix", "alternate"):
@@ -88,7 +90,9 @@ class AdapterResNet(L.LightningModule):
                 "weight file (pretrained=...) to adapt pre-trained features.",
                 stacklevel=2,
             )
-        self.backbone = create_backbone(backbone, pretrained, small_input=small_input, in_chans=in_channels)
+        self.backbone = create_backbone(
+            backbone, pretrained, small_input=small_input, in_chans=in_channels, model_kwargs=model_kwargs
+        )
         self.backbone_params = sum(p.numel() for p in self.backbone.parameters())
         inject_adapters(self.backbone, kind, list(classes), num_classes=classes)
         self.domains = list(classes)
@@ -147,19 +151,21 @@ class AdapterResNet(L.LightningModule):
             )
         return {self.domains[0]: batch}
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         batches = self._domain_batches(batch)
         if self.automatic_optimization:
             return sum((self._domain_loss(d, b, "train") for d, b in batches.items()), start=self._zero())
         optimizer = self.optimizers()
+        total = self._zero()
         for domain, b in batches.items():  # "alternate": one optimiser step per domain
             loss = self._domain_loss(domain, b, "train")
             optimizer.zero_grad()  # type: ignore[union-attr]
             self.manual_backward(loss)
             optimizer.step()  # type: ignore[union-attr]
+            total = total + loss.detach()
         scheduler = self.lr_schedulers()
         scheduler.step()  # type: ignore[union-attr]
-        return None
+        return total  # the sum of the domains' losses, for callbacks (already optimised)
 
     def _zero(self) -> Tensor:
         return next(self.parameters()).new_zeros(())
