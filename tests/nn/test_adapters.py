@@ -170,3 +170,25 @@ def test_bad_input() -> None:
     unaligned.layer1[0].conv1.padding = (0, 0)
     with pytest.raises(ValueError, match="'same' padding"):
         inject_adapters(unaligned, "parallel", ["a"])
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_adapted_conv_matches_paper_formulas(stride: int) -> None:
+    """Series: y = z + W BN(z), z = f * x (Rebuffi 2017); parallel: y = f * x + W * x (Rebuffi 2018)."""
+    f = nn.Conv2d(4, 6, 3, stride=stride, padding=1, bias=False).double()
+    x = torch.randn(2, 4, 9, 9, dtype=torch.float64)
+    z = nn.functional.conv2d(x, f.weight, None, stride, 1)
+    series = AdaptedConv(copy.deepcopy(f), "series", ["a"]).double()
+    parallel = AdaptedConv(copy.deepcopy(f), "parallel", ["a"]).double()
+    _randomise(series, 4)
+    _randomise(parallel, 5)
+    series.eval()
+    s = series.for_domain("a")
+    bn = s.bn
+    normalised = (z - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + bn.eps)
+    normalised = normalised * bn.weight[:, None, None] + bn.bias[:, None, None]
+    w = s.conv.weight[:, :, 0, 0]  # (6, 6)
+    torch.testing.assert_close(series(x), z + torch.einsum("om,bmhw->bohw", w, normalised))
+    w = parallel.for_domain("a").conv.weight[:, :, 0, 0]  # (6, 4)
+    x_strided = x[:, :, ::stride, ::stride]  # the pixels under f's centre tap
+    torch.testing.assert_close(parallel(x), z + torch.einsum("oi,bihw->bohw", w, x_strided))
