@@ -90,6 +90,8 @@ def test_validation_per_domain(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path, [], max_epochs=1, limit_train_batches=1, limit_val_batches=1)
     trainer.fit(model, _data())
     assert {"val_acc/a", "val_acc/b", "val_loss/a", "val_loss/b"} <= set(trainer.callback_metrics)
+    share = trainer.callback_metrics["trainable_params_share"]
+    assert float(share) == pytest.approx(model.trainable_share()) and 0 < float(share) < 1
 
 
 @pytest.mark.parametrize("domain_batches", ["mix", "alternate"])

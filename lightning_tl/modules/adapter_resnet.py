@@ -43,7 +43,8 @@ class AdapterResNet(L.LightningModule):
         kind: ``"parallel"`` (Rebuffi et al. 2018) or ``"series"`` (2017) adapters.
         domain_batches: with several domains, ``"mix"``: one optimizer step on the sum of every
             domain's loss per batch; ``"alternate"``: one step per domain in turn (manual
-            optimisation; ``trainer.global_step`` counts domain steps).
+            optimisation; ``trainer.global_step`` counts domain steps; under DDP each backward
+            touches one domain's parameters, so use ``strategy="ddp_find_unused_parameters_true"``).
         optimizer, lr, weight_decay, momentum, warmup_epochs: timm optimizer over the trainable
             parameters, no weight decay on 1-D ones, per-step warm-up and cosine decay.
         model_kwargs: extra constructor arguments of the ResNet (see ``create_backbone``).
