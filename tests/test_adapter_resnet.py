@@ -113,11 +113,13 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path, domain_batches: str
 
 
 def test_pretrained_file_and_bad_input(tmp_path: Path) -> None:
-    backbone = create_backbone("timm/resnet18", in_chans=1, model_kwargs=TINY)
+    backbone = create_backbone("timm/resnet18", small_input=True, in_chans=1, model_kwargs=TINY)
     torch.save(backbone.state_dict(), tmp_path / "w.pt")
     model = AdapterResNet("timm/resnet18", str(tmp_path / "w.pt"), in_channels=1, model_kwargs=TINY)
     conv = model.backbone.model.layer1[0].conv1.conv
     assert torch.equal(conv.weight, backbone.model.layer1[0].conv1.weight)
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(model.merged_backbone().eval()(x), model.eval()(x))  # default domain
     with pytest.raises(ValueError, match="domain_batches"):
         AdapterResNet(domain_batches="round_robin")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="do not match"):

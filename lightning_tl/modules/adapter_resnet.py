@@ -22,6 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_tl.backbones import create_backbone
 from lightning_tl.modules._pretrain import build_warmup_cosine
 from lightning_tl.modules._rng import load_rng_states, save_rng_states
+from lightning_tl.nn.adapter_merge import merge_adapters
 from lightning_tl.nn.adapters import AdapterKind, inject_adapters
 from lightning_tl.nn.domains import domain_parameter_count, set_domain
 from lightning_tl.optim import create_optimizer
@@ -111,6 +112,11 @@ class AdapterResNet(L.LightningModule):
         if domain is not None:
             set_domain(self.backbone, domain)
         return self.backbone(x)
+
+    def merged_backbone(self, domain: str | None = None) -> nn.Module:
+        """A plain network for ``domain`` (default: the active one) with the adapters folded in:
+        same outputs in eval mode, no inference overhead (:func:`~lightning_tl.nn.merge_adapters`)."""
+        return merge_adapters(self.backbone, domain)
 
     def trainable_share(self, domain: str | None = None) -> float:
         """Trainable parameters (all domains, or one domain's adapters + BN) / backbone parameters."""
