@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -129,16 +130,19 @@ def run() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "pretrained.ckpt")
         source_acc = pretrain(path)
+        print(f"pre-trained: source test acc {source_acc:.3f}", file=sys.stderr, flush=True)
         domains = _domains()
         acc: dict[str, dict[str, float]] = {d: {} for d in domains}
         for name, data in domains.items():
             acc[name]["linear probe"] = baseline(path, data, probe=True)
             acc[name]["full fine-tuning"] = baseline(path, data, probe=False)
+            print(f"{name}: {acc[name]}", file=sys.stderr, flush=True)
         share = {}
         for kind in ("series", "parallel"):
             per_domain, share[kind] = adapters(path, domains, kind)
             for name, value in per_domain.items():
                 acc[name][f"{kind} adapters"] = value
+            print(f"{kind}: {per_domain}", file=sys.stderr, flush=True)
     columns = ["linear probe", "full fine-tuning", "series adapters", "parallel adapters"]
     rows: list[list[object]] = [[d] + [f"{acc[d][c]:.3f}" for c in columns] for d in acc]
     rows.append(
