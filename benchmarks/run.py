@@ -3,7 +3,7 @@
 Tables: ``overhead``, ``augment``, ``knn``, ``device_views`` (SimCLR and views), ``moco_overhead``,
 ``moco_knn`` (MoCo), ``transfer``, ``freeze_speed``, ``probe_lr`` (layer freezing),
 ``dann_fashion_mnist``, ``dann_digits`` (domain adaptation), ``policy_accuracy``, ``policy_throughput``
-(augmentation policies),
+(augmentation policies), ``adapters``, ``adapter_latency`` (residual adapters),
 ``gpu`` (on a CUDA card: on-device views, bf16 steps), ``transfer_gpu`` (freezing strategies with a
 strong source model; meant for a GPU).
 """
@@ -16,6 +16,7 @@ import sys
 import torch
 
 from benchmarks import (
+    adapters,
     augment,
     augment_policies,
     dann,
@@ -43,6 +44,8 @@ TABLES = {
     "dann_digits": dann.run_digits,
     "policy_accuracy": augment_policies.run_accuracy,
     "policy_throughput": augment_policies.run_throughput,
+    "adapters": adapters.run,
+    "adapter_latency": adapters.run_latency,
     "gpu": gpu.run,
     "transfer_gpu": transfer_gpu.run,
 }

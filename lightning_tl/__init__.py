@@ -2,8 +2,7 @@
 
 The public API, flat::
 
-    from lightning_tl import SimCLR, DigitsDataModule, KNNMonitor, create_backbone, nt_xent_loss
-"""
+    from lightning_tl import SimCLR, DigitsDataModule, KNNMonitor, create_backbone, nt_xent_loss"""
 
 from lightning_tl.backbones import Backbone, create_backbone, list_backbones
 from lightning_tl.callbacks import (
@@ -21,12 +20,13 @@ from lightning_tl.datamodules import (
     FashionMNISTDataModule,
     FashionMNISTMDataModule,
     ImageFolderDataModule,
+    MultiDomainDataModule,
     VisionDataModule,
     build_policy,
 )
 from lightning_tl.heads import DomainClassifier, LinearHead, ProjectionHead, SimCLRProjectionHead
 from lightning_tl.losses import InfoNCELoss, NTXentLoss, info_nce_loss, nt_xent_loss
-from lightning_tl.modules import DANN, ImageClassifier, MoCo, SimCLR
+from lightning_tl.modules import DANN, AdapterResNet, ImageClassifier, MoCo, SimCLR
 from lightning_tl.nn import (
     GradientReversal,
     MemoryQueue,
@@ -34,6 +34,11 @@ from lightning_tl.nn import (
     cosine_momentum,
     dann_coeff,
     grad_reverse,
+    inject_adapters,
+    inject_lora,
+    merge_adapters,
+    merge_lora,
+    set_domain,
     update_momentum,
 )
 
@@ -41,6 +46,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DANN",
+    "AdapterResNet",
     "Backbone",
     "BatchMixing",
     "ChannelsLast",
@@ -59,6 +65,7 @@ __all__ = [
     "LinearHead",
     "MemoryQueue",
     "MoCo",
+    "MultiDomainDataModule",
     "NTXentLoss",
     "OnlineLinearProbe",
     "ProjectionHead",
@@ -74,7 +81,12 @@ __all__ = [
     "freeze_param_groups",
     "grad_reverse",
     "info_nce_loss",
+    "inject_adapters",
+    "inject_lora",
     "list_backbones",
+    "merge_adapters",
+    "merge_lora",
     "nt_xent_loss",
+    "set_domain",
     "update_momentum",
 ]

@@ -8,6 +8,7 @@ from lightning_tl.datamodules.fashion_mnist import FashionMNISTDataModule
 from lightning_tl.datamodules.image_folder import ImageFolderDataModule
 from lightning_tl.datamodules.loader import ResumableDataLoader
 from lightning_tl.datamodules.mixing import BatchMixing
+from lightning_tl.datamodules.multi_domain import MultiDomainDataModule
 from lightning_tl.datamodules.policies import PolicySpec, build_policy, parse_policy
 from lightning_tl.datamodules.sampling import SeededSampler, UnpaddedDistributedSampler
 from lightning_tl.datamodules.transforms import MultiViewTransform, simclr_view_transform
@@ -20,6 +21,7 @@ __all__ = [
     "FashionMNISTDataModule",
     "FashionMNISTMDataModule",
     "ImageFolderDataModule",
+    "MultiDomainDataModule",
     "MultiViewTransform",
     "PolicySpec",
     "ResumableDataLoader",

@@ -44,6 +44,7 @@ class ImageClassifier(L.LightningModule):
         momentum: for SGD-type optimizers.
         warmup_epochs: linear warm-up before a per-step cosine decay to 0; may be fractional.
         label_smoothing: cross-entropy label smoothing.
+        model_kwargs: extra constructor arguments of the backbone (see ``create_backbone``).
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class ImageClassifier(L.LightningModule):
         momentum: float = 0.9,
         warmup_epochs: float = 0.0,
         label_smoothing: float = 0.0,
+        model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not lr > 0:
@@ -78,7 +80,11 @@ class ImageClassifier(L.LightningModule):
                 stacklevel=2,
             )
         self.backbone = create_backbone(
-            backbone, pretrained=pretrained, small_input=small_input, in_chans=in_channels
+            backbone,
+            pretrained=pretrained,
+            small_input=small_input,
+            in_chans=in_channels,
+            model_kwargs=model_kwargs,
         )
         self.head = LinearHead(self.backbone.num_features, num_classes)
         self.num_classes = num_classes
