@@ -1,7 +1,8 @@
 """LightningModules: each composes a backbone, a head and a loss; see each class's overridable steps."""
 
 from lightning_tl.modules.classifier import ImageClassifier
+from lightning_tl.modules.clip import CLIP
 from lightning_tl.modules.moco import MoCo
 from lightning_tl.modules.simclr import SimCLR
 
-__all__ = ["ImageClassifier", "MoCo", "SimCLR"]
+__all__ = ["CLIP", "ImageClassifier", "MoCo", "SimCLR"]

@@ -1,4 +1,4 @@
-"""Worker for test_clip_loss_ddp: each rank takes its slice of a global batch; ours vs open_clip's ClipLoss."""
+"""Worker for test_clip_loss_ddp: each rank takes its slice of a global batch; ours vs open_clip."""
 
 from __future__ import annotations
 
