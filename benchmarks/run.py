@@ -1,7 +1,8 @@
 """Print benchmark tables as markdown: ``python -m benchmarks.run [TABLE ...]`` (all tables by default).
 
 Tables: ``overhead``, ``augment``, ``knn``, ``device_views`` (SimCLR and views), ``moco_overhead``,
-``moco_knn`` (MoCo), ``transfer``, ``freeze_speed``, ``probe_lr`` (layer freezing).
+``moco_knn`` (MoCo), ``transfer``, ``freeze_speed``, ``probe_lr`` (layer freezing),
+``clip_zero_shot``, ``clip_overhead`` (CLIP).
 """
 
 from __future__ import annotations
@@ -11,7 +12,16 @@ import sys
 
 import torch
 
-from benchmarks import augment, device_views, freezing, moco_knn, moco_overhead, overhead, quickstart_knn
+from benchmarks import (
+    augment,
+    clip,
+    device_views,
+    freezing,
+    moco_knn,
+    moco_overhead,
+    overhead,
+    quickstart_knn,
+)
 
 TABLES = {
     "overhead": overhead.run,
@@ -23,6 +33,8 @@ TABLES = {
     "transfer": freezing.run_transfer,
     "freeze_speed": freezing.run_speed,
     "probe_lr": freezing.run_probe_lr,
+    "clip_zero_shot": clip.run_zero_shot,
+    "clip_overhead": clip.run_overhead,
 }
 
 
