@@ -47,9 +47,14 @@ def digits(**kwargs: Any) -> ImageTextDataModule:
 
 def trainer(steps: int, **kwargs: Any) -> L.Trainer:
     defaults: dict[str, Any] = {
-        "accelerator": "cpu", "max_steps": steps, "limit_val_batches": 0, "logger": False,
-        "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
-    }  # fmt: skip
+        "accelerator": "cpu",
+        "max_steps": steps,
+        "limit_val_batches": 0,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
     return L.Trainer(**{**defaults, **kwargs})
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import re
 import tarfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,8 @@ class TarShards(IterableDataset):
         self.shards, self.transform, self.tokenizer = shards, transform, tokenizer
         self.shuffle, self.seed = shuffle, seed
         self.epoch = 0
-        self.skip: list[int] = []  # samples to drop per worker, this epoch
+        self.skip: list[int] = []  # samples to drop per logical worker, this epoch
+        self.worker_offset = 0  # DataLoader worker w reads the stream of logical worker (w + offset) % K
         self._sizes: list[int] | None = None
 
     def sizes(self) -> list[int]:
@@ -119,6 +121,7 @@ class TarShards(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        worker = (worker + self.worker_offset) % workers
         skip = self.skip[worker] if self.skip else 0
         for s in self.worker_shards(dist.rank(), dist.world_size(), worker, workers):
             for j, sample in enumerate(read_samples(self.shards[s])):
@@ -138,15 +141,19 @@ class TarShards(IterableDataset):
         data = torch.frombuffer(bytearray(sample[image_ext]), dtype=torch.uint8)
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(mix_seed(self.seed, self.epoch, shard, index))
-            image = self.transform(decode_image(data, mode=ImageReadMode.RGB))
+            with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec
+                warnings.filterwarnings("ignore", message="The image decoding", category=DeprecationWarning)
+                image = decode_image(data, mode=ImageReadMode.RGB)  # (3, H, W) uint8
+            image = self.transform(image)
         label = int(sample["cls"].decode()) if "cls" in sample else -1
         return {"image": image, "text": self.tokenizer(caption)[0], "label": label}
 
 
-def delivered_per_worker(batches: list[int], seen: int) -> list[int]:
-    """How many of the first ``seen`` batches each worker produced, given each worker's batch count.
+def delivered_per_worker(batches: list[int], seen: int) -> tuple[list[int], int]:
+    """How many of the first ``seen`` batches each worker produced, and whose turn is next.
 
     A DataLoader takes batches from its workers in turn (in order), skipping exhausted workers.
+    ``batches`` holds each worker's batch count.
     """
     if not 0 <= seen <= sum(batches):
         raise ValueError(f"seen={seen} batches, but the workers produce {sum(batches)} in all")
@@ -156,7 +163,7 @@ def delivered_per_worker(batches: list[int], seen: int) -> list[int]:
             w = (w + 1) % len(batches)
         out[w] += 1
         w = (w + 1) % len(batches)
-    return out
+    return out, w
 
 
 class ShardLoader(DataLoader):
@@ -164,8 +171,9 @@ class ShardLoader(DataLoader):
 
     Each pass over the loader is the next epoch. ``state_dict`` holds the epoch and the batches
     handed out in it; after ``load_state_dict`` the next pass continues that epoch: every worker
-    skips the samples of the batches it had delivered (the DataLoader takes batches from workers in
-    turn), so the stream goes on exactly where it stopped. With ``even`` (training) every rank must
+    skips the samples of the batches it had delivered, and since the DataLoader takes batches from
+    its workers in turn starting at worker 0, the streams are rotated so that the worker whose turn
+    was next goes first: the stream goes on exactly where it stopped. With ``even`` (training) every rank must
     get the same number of batches, which DDP needs.
     """
 
@@ -217,12 +225,14 @@ class ShardLoader(DataLoader):
             ds.epoch = self._epoch
         if self.even:
             self._check_even()
-        per_worker = delivered_per_worker(self._worker_batches(), self._seen)
+        # A new DataLoader iterator starts its round-robin at worker 0: rotate the streams so that
+        # worker 0 continues the logical worker whose turn was next.
+        per_worker, ds.worker_offset = delivered_per_worker(self._worker_batches(), self._seen)
         ds.skip = [n * self.batch_size for n in per_worker]  # type: ignore[operator]
         for batch in super().__iter__():
             self._seen += 1
             yield batch
-        ds.skip = []
+        ds.skip, ds.worker_offset = [], 0
 
     def state_dict(self) -> dict[str, Any]:
         ds: TarShards = self.dataset  # type: ignore[assignment]

@@ -98,12 +98,8 @@ class BackboneTextCLIP(nn.Module):
         return self.text(text)  # (B, E)
 
 
-def create_open_clip(model_name: str, pretrained: str | None) -> nn.Module:
-    """An open_clip model by ``open_clip.list_models()`` name, random or from a local checkpoint file.
-
-    The file is any checkpoint ``open_clip.load_checkpoint`` reads: a state dict, or open_clip's
-    training checkpoint ``{"state_dict": ..., "epoch": ...}`` (``module.`` prefixes are stripped).
-    """
+def open_clip_config(model_name: str) -> dict[str, Any]:
+    """The config of an ``open_clip.list_models()`` name that CLIP can train offline (checked)."""
     names = open_clip.list_models()
     if model_name not in names:
         close = difflib.get_close_matches(model_name, names, n=5, cutoff=0.5)
@@ -124,6 +120,16 @@ def create_open_clip(model_name: str, pretrained: str | None) -> nn.Module:
             f"{model_name!r} is a SigLIP model (sigmoid loss with a logit bias); CLIP trains "
             "with the softmax contrastive loss: choose a CLIP model (e.g. 'ViT-B-32')"
         )
+    return config
+
+
+def create_open_clip(model_name: str, pretrained: str | None) -> nn.Module:
+    """An open_clip model by ``open_clip.list_models()`` name, random or from a local checkpoint file.
+
+    The file is any checkpoint ``open_clip.load_checkpoint`` reads: a state dict, or open_clip's
+    training checkpoint ``{"state_dict": ..., "epoch": ...}`` (``module.`` prefixes are stripped).
+    """
+    open_clip_config(model_name)
     if pretrained is not None and not Path(pretrained).is_file():
         raise FileNotFoundError(
             f"pretrained={pretrained!r} is not a file: pass a local open_clip checkpoint (.pt/.bin/"

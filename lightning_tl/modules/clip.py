@@ -22,6 +22,7 @@ from lightning_tl.modules._clip_towers import (
     frozen_modules,
     lock_image_tower,
     lock_text_tower,
+    open_clip_config,
 )
 from lightning_tl.modules._pretrain import build_optimizer, build_warmup_cosine
 from lightning_tl.modules._rng import load_rng_states, save_rng_states
@@ -119,7 +120,21 @@ class CLIP(L.LightningModule):
             raise ValueError(
                 f"need lr > 0 and warmup_epochs >= 0, got lr={lr}, warmup_epochs={warmup_epochs}"
             )
+        if model_name is not None:
+            own = int(open_clip_config(model_name).get("text_cfg", {}).get("context_length", 77))
+            if context_length is not None and context_length != own:
+                raise ValueError(
+                    f"{model_name!r} has context_length {own}, got context_length={context_length}; "
+                    f"drop it or set it (and the datamodule's) to {own}"
+                )
+            context_length = own
+        elif context_length is None:
+            context_length = 77
         self.save_hyperparameters(ignore=["optimizer"] if callable(optimizer) else None)
+        # The resolved length: Lightning logs the module's and the datamodule's hparams together and
+        # refuses a key with two values (LightningCLI saves the config's None otherwise).
+        self.hparams["context_length"] = context_length
+        self._hparams_initial["context_length"] = context_length  # type: ignore[index,operator]
         if model_name is not None:
             if in_channels != 3:
                 raise ValueError(
@@ -127,20 +142,12 @@ class CLIP(L.LightningModule):
                     "set the datamodule's rgb: true"
                 )
             self.model = create_open_clip(model_name, pretrained)
-            own = int(self.model.context_length)
-            if context_length is not None and context_length != own:
-                raise ValueError(
-                    f"{model_name!r} has context_length {own}, got context_length={context_length}; "
-                    f"drop it or set it (and the datamodule's) to {own}"
-                )
-            context_length = own
         else:
             if pretrained is not None:
                 raise ValueError(
                     "pretrained is an open_clip checkpoint and needs model_name; "
                     "use image_pretrained for the create_backbone image tower"
                 )
-            context_length = 77 if context_length is None else context_length
             self.model = create_backbone_clip(
                 image_backbone,
                 image_pretrained,
