@@ -71,8 +71,8 @@ def _probe(train: torch.Tensor, y_train: torch.Tensor, test: torch.Tensor, y_tes
 
 
 def run_zero_shot(
-    max_steps: int | None = 80,
-    probe_train: int = 10_000,
+    max_steps: int | None = 30,
+    probe_train: int = 5_000,
     extra_args: list[str] | None = None,
     max_batches: int | None = None,
 ) -> str:
@@ -80,7 +80,7 @@ def run_zero_shot(
 
     Args:
         max_steps: stop the recipe's one epoch (214 steps) after this many steps (None: the whole
-            recipe); 80 fits the shared 2-core machine's budget.
+            recipe); 30 fits the shared 2-core machine's budget.
         probe_train: train images (a class-stratified subset of the 55,000) the linear probe fits on.
         extra_args: further recipe overrides; ``max_batches`` caps the scoring (smoke tests only).
     """
