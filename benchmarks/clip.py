@@ -1,10 +1,11 @@
 """CLIP tables: zero-shot vs linear probe after the tiny recipe, and the loss/gather share of a step.
 
 ``clip_zero_shot`` trains ``recipes/clip/fashion_mnist_tiny.yaml`` through the CLI (stopped after
-``max_steps`` of its 214-step epoch on a shared CPU; ``max_steps=None`` runs it whole), then scores the Fashion-MNIST test set (10,000 images) zero-shot (class-name prompts) and
-with a linear probe (logistic regression) on the same image tower's pooled features, and on those of
-the untrained tower. ``clip_overhead`` times a CLIP step of the tiny recipe's towers against the
-two towers' forward+backward alone, in one process and in two gloo processes (global batch 256).
+``max_steps`` of its 214-step epoch on a shared CPU; ``max_steps=None`` runs it whole), then scores
+the Fashion-MNIST test set (10,000 images) zero-shot (class-name prompts) and with a linear probe
+(logistic regression) on the same image tower's pooled features, and on those of the untrained
+tower. ``clip_overhead`` times a CLIP step of the tiny recipe's towers against the two towers'
+forward+backward alone, in one process and in two gloo processes (global batch 256).
 """
 
 from __future__ import annotations
