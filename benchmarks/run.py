@@ -4,6 +4,7 @@ Tables: ``overhead``, ``augment``, ``knn``, ``device_views`` (SimCLR and views),
 ``moco_knn`` (MoCo), ``transfer``, ``freeze_speed``, ``probe_lr`` (layer freezing),
 ``dann_fashion_mnist``, ``dann_digits`` (domain adaptation), ``policy_accuracy``, ``policy_throughput``
 (augmentation policies), ``adapters``, ``adapter_latency`` (residual adapters),
+``clip_zero_shot``, ``clip_overhead`` (CLIP),
 ``gpu`` (on a CUDA card: on-device views, bf16 steps), ``transfer_gpu`` (freezing strategies with a
 strong source model; meant for a GPU).
 """
@@ -19,6 +20,7 @@ from benchmarks import (
     adapters,
     augment,
     augment_policies,
+    clip,
     dann,
     device_views,
     freezing,
@@ -46,6 +48,8 @@ TABLES = {
     "policy_throughput": augment_policies.run_throughput,
     "adapters": adapters.run,
     "adapter_latency": adapters.run_latency,
+    "clip_zero_shot": clip.run_zero_shot,
+    "clip_overhead": clip.run_overhead,
     "gpu": gpu.run,
     "transfer_gpu": transfer_gpu.run,
 }

@@ -10,7 +10,9 @@ from lightning_tl.callbacks import (
     FreezeSchedule,
     KNNMonitor,
     OnlineLinearProbe,
+    ZeroShotEvaluator,
     freeze_param_groups,
+    zero_shot_classifier,
 )
 from lightning_tl.datamodules import (
     BatchMixing,
@@ -20,13 +22,14 @@ from lightning_tl.datamodules import (
     FashionMNISTDataModule,
     FashionMNISTMDataModule,
     ImageFolderDataModule,
+    ImageTextDataModule,
     MultiDomainDataModule,
     VisionDataModule,
     build_policy,
 )
 from lightning_tl.heads import DomainClassifier, LinearHead, ProjectionHead, SimCLRProjectionHead
-from lightning_tl.losses import InfoNCELoss, NTXentLoss, info_nce_loss, nt_xent_loss
-from lightning_tl.modules import DANN, AdapterResNet, ImageClassifier, MoCo, SimCLR
+from lightning_tl.losses import CLIPLoss, InfoNCELoss, NTXentLoss, clip_loss, info_nce_loss, nt_xent_loss
+from lightning_tl.modules import CLIP, DANN, AdapterResNet, ImageClassifier, MoCo, SimCLR
 from lightning_tl.nn import (
     GradientReversal,
     MemoryQueue,
@@ -45,10 +48,12 @@ from lightning_tl.nn import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CLIP",
     "DANN",
     "AdapterResNet",
     "Backbone",
     "BatchMixing",
+    "CLIPLoss",
     "ChannelsLast",
     "DigitsDataModule",
     "DigitsMDataModule",
@@ -60,6 +65,7 @@ __all__ = [
     "GradientReversal",
     "ImageClassifier",
     "ImageFolderDataModule",
+    "ImageTextDataModule",
     "InfoNCELoss",
     "KNNMonitor",
     "LinearHead",
@@ -73,8 +79,10 @@ __all__ = [
     "SimCLRProjectionHead",
     "SmallConvNet",
     "VisionDataModule",
+    "ZeroShotEvaluator",
     "__version__",
     "build_policy",
+    "clip_loss",
     "cosine_momentum",
     "create_backbone",
     "dann_coeff",
@@ -89,4 +97,5 @@ __all__ = [
     "nt_xent_loss",
     "set_domain",
     "update_momentum",
+    "zero_shot_classifier",
 ]

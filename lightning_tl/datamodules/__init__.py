@@ -6,6 +6,7 @@ from lightning_tl.datamodules.digits import DigitsDataModule
 from lightning_tl.datamodules.domain import DomainAdaptationDataModule
 from lightning_tl.datamodules.fashion_mnist import FashionMNISTDataModule
 from lightning_tl.datamodules.image_folder import ImageFolderDataModule
+from lightning_tl.datamodules.image_text import ImageTextDataModule
 from lightning_tl.datamodules.loader import ResumableDataLoader
 from lightning_tl.datamodules.mixing import BatchMixing
 from lightning_tl.datamodules.multi_domain import MultiDomainDataModule
@@ -21,6 +22,7 @@ __all__ = [
     "FashionMNISTDataModule",
     "FashionMNISTMDataModule",
     "ImageFolderDataModule",
+    "ImageTextDataModule",
     "MultiDomainDataModule",
     "MultiViewTransform",
     "PolicySpec",

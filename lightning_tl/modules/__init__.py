@@ -2,8 +2,9 @@
 
 from lightning_tl.modules.adapter_resnet import AdapterResNet
 from lightning_tl.modules.classifier import ImageClassifier
+from lightning_tl.modules.clip import CLIP
 from lightning_tl.modules.dann import DANN
 from lightning_tl.modules.moco import MoCo
 from lightning_tl.modules.simclr import SimCLR
 
-__all__ = ["DANN", "AdapterResNet", "ImageClassifier", "MoCo", "SimCLR"]
+__all__ = ["CLIP", "DANN", "AdapterResNet", "ImageClassifier", "MoCo", "SimCLR"]
