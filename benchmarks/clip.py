@@ -1,7 +1,7 @@
 """CLIP tables: zero-shot vs linear probe after the tiny recipe, and the loss/gather share of a step.
 
 ``clip_zero_shot`` trains ``recipes/clip/fashion_mnist_tiny.yaml`` through the CLI (stopped after
-``max_steps`` of its 214-step epoch on a shared CPU; ``max_steps=None`` runs it whole), then scores
+``max_steps`` of its 214-step epoch when given; by default it runs whole), then scores
 the Fashion-MNIST test set (10,000 images) zero-shot (class-name prompts) and with a linear probe
 (logistic regression) on the same image tower's pooled features, and on those of the untrained
 tower. ``clip_overhead`` times a CLIP step of the tiny recipe's towers against the two towers'
@@ -72,7 +72,7 @@ def _probe(train: torch.Tensor, y_train: torch.Tensor, test: torch.Tensor, y_tes
 
 
 def run_zero_shot(
-    max_steps: int | None = 30,
+    max_steps: int | None = None,
     probe_train: int = 5_000,
     extra_args: list[str] | None = None,
     max_batches: int | None = None,
@@ -81,7 +81,7 @@ def run_zero_shot(
 
     Args:
         max_steps: stop the recipe's one epoch (214 steps) after this many steps (None: the whole
-            recipe); 30 fits the shared 2-core machine's budget.
+            recipe, the default).
         probe_train: train images (a class-stratified subset of the 55,000) the linear probe fits on.
         extra_args: further recipe overrides; ``max_batches`` caps the scoring (smoke tests only).
     """
