@@ -50,6 +50,8 @@ def main(args: list[str] | None = None) -> None:
     if argv and argv[0] in TOOLS:
         importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
         return
+    if not argv or argv[0] in ("-h", "--help"):  # LightningCLI's help lists only its own subcommands
+        print(f"lightning-tl also has: {', '.join(TOOLS)} (`lightning-tl <tool> --help`)\n")
     build_cli(args)
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lightning_tl.cli import build_cli
+from lightning_tl.cli import build_cli, main
 from lightning_tl.modules import SimCLR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,3 +148,10 @@ def test_validate_and_predict_subcommands(tmp_path: Path) -> None:
     cli = build_cli(["predict", *common, "--trainer.callbacks=[]", "--trainer.limit_predict_batches=2"])
     outputs = cli.trainer.predict_loop.predictions
     assert len(outputs) == 2 and outputs[0]["features"].shape == (cli.datamodule.batch_size, 512)
+
+
+def test_help_names_the_extra_tools(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "preview" in out and "augsearch" in out and "fit" in out
