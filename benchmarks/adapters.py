@@ -31,10 +31,9 @@ from typing import Any
 
 import torch
 import torchvision
-from lightning.pytorch import Trainer
 
 from benchmarks._timing import markdown_table
-from benchmarks.freezing import FashionMNISTClasses
+from benchmarks.freezing import SOURCE, TARGET, FashionMNISTClasses, cpu_trainer
 from lightning_tl.callbacks import FreezeSchedule
 from lightning_tl.datamodules import DigitsDataModule, MultiDomainDataModule, VisionDataModule
 from lightning_tl.modules import AdapterResNet, ImageClassifier
@@ -44,24 +43,10 @@ SIZE = 16
 BACKBONE = {"backbone": "timm/resnet18", "model_kwargs": {"channels": [16, 32, 64, 128]}}
 OPTIMIZER = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0}
 STEPS, BATCH = 250, 32
-SOURCE, TARGET = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
 TEST_BATCH, TEST_IMAGES = 250, 1_000
 
 warnings.filterwarnings("ignore", message=".*randomly initialised.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-
-
-def _trainer(**kwargs: Any) -> Trainer:
-    return Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        **kwargs,
-    )
 
 
 def _domains() -> dict[str, VisionDataModule]:
@@ -78,7 +63,7 @@ def pretrain(path: str) -> float:
     torch.manual_seed(0)
     data = FashionMNISTClasses(SOURCE, image_size=SIZE, batch_size=64, val_size=1000, train_subset=5000)
     model = ImageClassifier(small_input=True, in_channels=1, num_classes=5, **BACKBONE, **OPTIMIZER)
-    trainer = _trainer(max_epochs=2)
+    trainer = cpu_trainer(max_epochs=2)
     trainer.fit(model, datamodule=data)
     trainer.save_checkpoint(path)
     return _test(model, data)["test_acc"]
@@ -88,7 +73,7 @@ def _test(model: Any, data: Any) -> dict[str, float]:
     children = data.domains.values() if isinstance(data, MultiDomainDataModule) else [data]
     for child in children:
         child.batch_size = TEST_BATCH
-    result = _trainer(limit_test_batches=TEST_IMAGES // TEST_BATCH).test(
+    result = cpu_trainer(limit_test_batches=TEST_IMAGES // TEST_BATCH).test(
         model, datamodule=data, verbose=False
     )
     for child in children:
@@ -108,7 +93,7 @@ def baseline(path: str, data: VisionDataModule, probe: bool) -> float:
         **OPTIMIZER,
     )
     callbacks = [FreezeSchedule("linear_probe")] if probe else []
-    _trainer(max_steps=STEPS, max_epochs=-1, callbacks=callbacks).fit(model, datamodule=data)
+    cpu_trainer(max_steps=STEPS, max_epochs=-1, callbacks=callbacks).fit(model, datamodule=data)
     return _test(model, data)["test_acc"]
 
 
@@ -120,7 +105,7 @@ def adapters(path: str, domains: dict[str, VisionDataModule], kind: str) -> tupl
         pretrained=path, small_input=True, in_channels=1, num_classes=data.num_classes, kind=kind,
         **BACKBONE, **OPTIMIZER,
     )  # fmt: skip
-    _trainer(max_steps=STEPS, max_epochs=-1).fit(model, datamodule=data)
+    cpu_trainer(max_steps=STEPS, max_epochs=-1).fit(model, datamodule=data)
     result = _test(model, data)
     return {d: result[f"test_acc/{d}"] for d in domains}, model.trainable_share(next(iter(domains)))
 

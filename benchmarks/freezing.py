@@ -75,7 +75,8 @@ class FashionMNISTClasses(FashionMNISTDataModule):
         return out
 
 
-def _trainer(**kwargs: Any) -> Trainer:
+def cpu_trainer(**kwargs: Any) -> Trainer:
+    """A CPU Trainer without logger, checkpoints, progress bar, summary or validation (benchmark runs)."""
     return Trainer(
         accelerator="cpu",
         logger=False,
@@ -93,11 +94,11 @@ def pretrain(path: str, images: int = 5_000, epochs: int = 1) -> float:
     torch.manual_seed(0)
     data = FashionMNISTClasses(SOURCE, image_size=SIZE, batch_size=64, val_size=1000, train_subset=images)
     model = ImageClassifier("resnet18", small_input=True, in_channels=1, num_classes=5, **OPTIMIZER)
-    trainer = _trainer(max_epochs=epochs)
+    trainer = cpu_trainer(max_epochs=epochs)
     trainer.fit(model, datamodule=data)
     trainer.save_checkpoint(path)
     data.batch_size = 250
-    return _trainer(limit_test_batches=TEST_IMAGES // 250).test(model, datamodule=data, verbose=False)[0][
+    return cpu_trainer(limit_test_batches=TEST_IMAGES // 250).test(model, datamodule=data, verbose=False)[0][
         "test_acc"
     ]
 
@@ -127,12 +128,12 @@ def finetune(
         **{**OPTIMIZER, **({"lr": lr} if lr else {})},
     )
     freeze = strategy_callback(strategy, steps)
-    trainer = _trainer(max_steps=steps, max_epochs=-1, callbacks=[freeze])
+    trainer = cpu_trainer(max_steps=steps, max_epochs=-1, callbacks=[freeze])
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     seconds = time.perf_counter() - start
     data.batch_size = 250
-    result = _trainer(limit_test_batches=TEST_IMAGES // 250).test(model, datamodule=data, verbose=False)
+    result = cpu_trainer(limit_test_batches=TEST_IMAGES // 250).test(model, datamodule=data, verbose=False)
     return result[0]["test_acc"], str(freeze.resolved_strategy), seconds
 
 
@@ -200,7 +201,7 @@ def speed_one(
     loader = DataLoader(TensorDataset(x, y), batch_size=batch, generator=torch.Generator().manual_seed(0))
     model = ImageClassifier("resnet18", small_input=True, in_channels=1, num_classes=5, lr=0.01)
     timer = _StepTimer()
-    _trainer(max_steps=steps, callbacks=[FreezeSchedule(strategy, trainable_groups=1), timer]).fit(
+    cpu_trainer(max_steps=steps, callbacks=[FreezeSchedule(strategy, trainable_groups=1), timer]).fit(
         model, loader
     )
     saved: dict[int, int] = {}  # bytes kept for backward in one step, each storage counted once
