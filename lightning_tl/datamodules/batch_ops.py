@@ -39,47 +39,70 @@ def resize_weights(start: Tensor, length: Tensor, size: int, full: int) -> Tenso
         full: input length.
     """
     scale = (length / size).unsqueeze(1)  # (K, 1): input pixels per output pixel
-    support = scale.clamp(min=1.0)  # (K, 1)
+    inv_support = 1.0 / scale.clamp(min=1.0)  # (K, 1)
     out = torch.arange(size, device=start.device, dtype=start.dtype)  # (S,)
     centre = start.unsqueeze(1) + (out + 0.5) * scale  # (K, S), in input pixel-edge coordinates
     pixel = torch.arange(full, device=start.device, dtype=start.dtype) + 0.5  # (F,) pixel centres
-    distance = (pixel.view(1, 1, -1) - centre.unsqueeze(2)) / support.unsqueeze(2)  # (K, S, F)
-    weights = (1.0 - distance.abs()).clamp(min=0.0)
-    inside = (pixel.view(1, -1) >= start.unsqueeze(1)) & (pixel.view(1, -1) < (start + length).unsqueeze(1))
-    weights = weights * inside.unsqueeze(1)  # (K, S, F): only the crop's pixels contribute
-    return weights / weights.sum(dim=2, keepdim=True)
+    # 1 - |distance| / support, as (pixel / support) - (centre / support): one pass over (K, S, F)
+    weights = (pixel * inv_support).unsqueeze(1) - (centre * inv_support).unsqueeze(2)  # (K, S, F)
+    weights.abs_().neg_().add_(1.0).clamp_(min=0.0)
+    inside = (pixel >= start.unsqueeze(1)) & (pixel < (start + length).unsqueeze(1))  # (K, F)
+    weights.mul_(inside.unsqueeze(1))  # only the crop's pixels contribute
+    return weights.div_(weights.sum(dim=2, keepdim=True))
+
+
+def crop_views(
+    images: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None, gain: float = 1.0
+) -> Tensor:
+    """V resized crops of every image at once: (B, V, size, C, size) float32 (rows, channels, columns).
+
+    Separable resampling with per-crop matrices from :func:`resize_weights`: a batched matrix
+    product over rows (all V crops of an image share its pixels, so nothing is copied per crop),
+    then one over columns. The result equals torchvision's ``resized_crop(..., antialias=True)`` on
+    each image. (``torchvision.ops.roi_align`` would be the other batched choice, but it samples
+    pixels outside the box at the crop's border and averages a box filter when shrinking.)
+
+    Args:
+        images: (B, C, H, W) of any real dtype (converted to float32 here).
+        boxes: (B, V, 4) ``(top, left, height, width)`` in whole pixels.
+        size: output side.
+        flip: (B, V) bool: mirror these crops left to right (free: their column weights are reversed).
+        gain: multiplies every pixel (e.g. 1 / 255 for uint8 images), folded into the weights.
+    """
+    b, c, height, width = images.shape
+    v = boxes.shape[1]
+    x = torch.empty(b, height, c, width, device=images.device)  # one pass: layout and dtype
+    x.copy_(images.permute(0, 2, 1, 3))
+    top, left, crop_h, crop_w = boxes.reshape(b * v, 4).to(x.dtype).unbind(-1)  # each (B*V,)
+    rows = resize_weights(top, crop_h, size, height)  # (B*V, S, H)
+    if gain != 1.0:
+        rows.mul_(gain)
+    cols = resize_weights(left, crop_w, size, width)  # (B*V, S, W)
+    if flip is not None:
+        cols = torch.where(flip.reshape(-1, 1, 1), cols.flip(1), cols)  # output column j <- S - 1 - j
+    t = torch.bmm(rows.view(b, v * size, height), x.view(b, height, c * width))  # (B, V*S, C*W)
+    out = torch.bmm(t.view(b * v, size * c, width), cols.transpose(1, 2))  # (B*V, S*C, S)
+    return out.view(b, v, size, c, size)
 
 
 def resized_crop(
     images: Tensor, boxes: Tensor, size: int, source: Tensor | None = None, flip: Tensor | None = None
 ) -> Tensor:
-    """Crop ``boxes`` out of ``images`` and resize each crop to ``size`` x ``size``, all at once.
-
-    Separable resampling with per-crop matrices from :func:`resize_weights`: two batched matrix
-    products give the same result as torchvision's ``resized_crop(..., antialias=True)`` on each
-    image. (``torchvision.ops.roi_align`` would be the other batched choice, but it samples pixels
-    outside the box at the crop's border and averages a box filter when shrinking.)
+    """Crop ``boxes`` out of ``images`` and resize each crop to ``size`` x ``size`` (see :func:`crop_views`).
 
     Args:
         images: float (N, C, H, W).
         boxes: (K, 4) ``(top, left, height, width)`` in whole pixels, one row per output crop.
         size: output side.
         source: (K,) int64 index into ``images`` of each box's image; default ``arange(K)`` (K == N).
-        flip: (K,) bool: mirror these crops left to right (free: their column weights are reversed).
+        flip: (K,) bool: mirror these crops left to right.
 
     Returns:
         (K, C, size, size) in the dtype of ``images``.
     """
-    height, width = images.shape[-2:]
-    boxes = boxes.to(images.dtype)
-    top, left, crop_h, crop_w = boxes.unbind(-1)  # each (K,)
-    rows = resize_weights(top, crop_h, size, height)  # (K, S, H)
-    cols = resize_weights(left, crop_w, size, width)  # (K, S, W)
-    if flip is not None:
-        cols = torch.where(flip.view(-1, 1, 1), cols.flip(1), cols)  # output column j <- S - 1 - j
     crops = images if source is None else images.index_select(0, source)  # (K, C, H, W)
-    x = crops @ cols.transpose(1, 2).unsqueeze(1)  # (K, C, H, S)
-    return rows.unsqueeze(1) @ x  # (K, C, S, S)
+    out = crop_views(crops, boxes.unsqueeze(1), size, None if flip is None else flip.unsqueeze(1))
+    return out.squeeze(1).transpose(1, 2).to(images.dtype).contiguous()  # (K, C, S, S)
 
 
 def hflip(images: Tensor) -> Tensor:
@@ -92,54 +115,70 @@ def rgb_to_grayscale(images: Tensor) -> Tensor:
     if images.shape[-3] == 1:
         return images
     r, g, b = images.unbind(-3)
-    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(-3)
+    return r.mul(_LUMA[0]).add_(g, alpha=_LUMA[1]).add_(b, alpha=_LUMA[2]).unsqueeze(-3)
 
 
-def _blend(images: Tensor, other: Tensor, ratio: Tensor) -> Tensor:
+def _luma_mean(images: Tensor) -> Tensor:
+    """(B, 1, 1, 1) mean of each image's luma: the luma of its channel means (no luma image is built)."""
+    means = images.mean(dim=(-2, -1))  # (B, C)
+    if images.shape[-3] == 3:
+        means = means @ torch.tensor(_LUMA, device=images.device, dtype=images.dtype).unsqueeze(1)  # (B, 1)
+    return means.view(-1, 1, 1, 1)
+
+
+def _blend_(images: Tensor, other: Tensor, ratio: Tensor) -> Tensor:
+    """``ratio * images + (1 - ratio) * other`` clipped to [0, 1], written into ``images``."""
     ratio = _per_image(ratio)
-    return (ratio * images + (1.0 - ratio) * other).clamp_(0.0, 1.0)
+    return images.mul_(ratio).add_(other * (1.0 - ratio)).clamp_(0.0, 1.0)
 
 
-def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
-    """``images * factor`` clipped to [0, 1]; ``factor`` (B,) >= 0."""
-    return (images * _per_image(factor)).clamp_(0.0, 1.0)
+# The in-place ops below (trailing underscore) overwrite their float input, which must own its memory;
+# the plain names are their out-of-place versions. BatchViews runs the in-place ones on cache-sized
+# blocks of rows, so a colour op costs one or two passes over memory the CPU already holds.
 
 
-def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
-    """Blend each image with the mean of its grayscale version; ``factor`` (B,) >= 0."""
-    mean = rgb_to_grayscale(images).mean(dim=(-3, -2, -1), keepdim=True)  # (B, 1, 1, 1)
-    return _blend(images, mean, factor)
+def adjust_brightness_(images: Tensor, factor: Tensor) -> Tensor:
+    """``images * factor`` clipped to [0, 1], in place; ``factor`` (B,) >= 0."""
+    return images.mul_(_per_image(factor)).clamp_(0.0, 1.0)
 
 
-def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
-    """Blend each RGB image with its grayscale version; 1-channel images are unchanged."""
+def adjust_contrast_(images: Tensor, factor: Tensor) -> Tensor:
+    """Blend each image with the mean of its grayscale version, in place; ``factor`` (B,) >= 0."""
+    return _blend_(images, _luma_mean(images), factor)
+
+
+def adjust_saturation_(images: Tensor, factor: Tensor) -> Tensor:
+    """Blend each RGB image with its grayscale version, in place; 1-channel images are unchanged."""
     if images.shape[-3] == 1:
         return images
-    return _blend(images, rgb_to_grayscale(images), factor)
+    return _blend_(images, rgb_to_grayscale(images), factor)
 
 
 def _hue_sixths(images: Tensor, value: Tensor, chroma: Tensor) -> Tensor:
     """Hue in sixths of the circle, (B, 1, H, W) in (-1, 5], measured from the maximal channel.
 
-    Ties go to red, then green (the hexcone model's convention); grey pixels (chroma 0) get an
-    arbitrary hue that is never used.
+    Ties go to red, then green (the hexcone model's convention). Grey pixels (chroma 0) get hue 0
+    there, as in torchvision: every channel difference is 0, and the tiny divisor keeps it finite.
     """
     r, g, b = images[:, 0:1], images[:, 1:2], images[:, 2:3]  # each (B, 1, H, W)
-    inv = 1.0 / torch.where(chroma == 0, torch.ones_like(chroma), chroma)
-    from_g = 2.0 + (b - r) * inv
-    from_b = 4.0 + (r - g) * inv
-    return torch.where(value == r, (g - b) * inv, torch.where(value == g, from_g, from_b))
+    inv = chroma.clamp(min=torch.finfo(chroma.dtype).tiny).reciprocal_()
+    from_r = (g - b).mul_(inv)
+    from_g = (b - r).mul_(inv).add_(2.0)
+    from_b = (r - g).mul_(inv).add_(4.0)
+    return torch.where(value == r, from_r, torch.where(value == g, from_g, from_b))
 
 
 # Offsets n of the closed-form hsv -> rgb: channel = v - c * clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6.
 _CHANNEL_OFFSETS = (5.0, 3.0, 1.0)
 
 
-def _from_sixths(sixths: Tensor, value: Tensor, chroma: Tensor) -> Tensor:
+def _from_sixths(sixths: Tensor, value: Tensor, chroma: Tensor, out: Tensor | None = None) -> Tensor:
     """RGB (B, 3, H, W) from hue in sixths (B, 1, H, W), value and chroma (the hexcone's closed form)."""
     offsets = torch.tensor(_CHANNEL_OFFSETS, device=sixths.device, dtype=sixths.dtype).view(1, 3, 1, 1)
     k = torch.remainder(offsets + sixths, 6.0)  # (B, 3, H, W)
-    return value - chroma * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    torch.minimum(k, 4.0 - k, out=k)
+    k.clamp_(0.0, 1.0).mul_(chroma)
+    return torch.sub(value, k, out=out) if out is not None else value - k
 
 
 def rgb_to_hsv(images: Tensor) -> Tensor:
@@ -157,8 +196,8 @@ def hsv_to_rgb(images: Tensor) -> Tensor:
     return _from_sixths(hue * 6.0, value, value * saturation)
 
 
-def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
-    """Rotate the hue of each RGB image by ``shift`` (B,) in [-0.5, 0.5]; 1-channel images unchanged.
+def adjust_hue_(images: Tensor, shift: Tensor) -> Tensor:
+    """Rotate the hue of each RGB image by ``shift`` (B,) in [-0.5, 0.5], in place; 1-channel unchanged.
 
     Value and chroma stay, the hue turns: the hexcone round trip of torchvision's ``adjust_hue``
     without materialising HSV images.
@@ -167,8 +206,28 @@ def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
         return images
     value = images.amax(dim=-3, keepdim=True)  # (B, 1, H, W)
     chroma = value - images.amin(dim=-3, keepdim=True)
-    sixths = _hue_sixths(images, value, chroma) + 6.0 * _per_image(shift)
-    return _from_sixths(sixths, value, chroma)
+    sixths = _hue_sixths(images, value, chroma).add_(6.0 * _per_image(shift))
+    return _from_sixths(sixths, value, chroma, out=images)
+
+
+def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
+    """``images * factor`` clipped to [0, 1]; ``factor`` (B,) >= 0."""
+    return adjust_brightness_(images.clone(), factor)
+
+
+def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
+    """Blend each image with the mean of its grayscale version; ``factor`` (B,) >= 0."""
+    return adjust_contrast_(images.clone(), factor)
+
+
+def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
+    """Blend each RGB image with its grayscale version; 1-channel images are unchanged."""
+    return adjust_saturation_(images.clone(), factor)
+
+
+def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
+    """Rotate the hue of each RGB image by ``shift`` (B,) in [-0.5, 0.5]; 1-channel images unchanged."""
+    return adjust_hue_(images.clone(), shift)
 
 
 def grayscale(images: Tensor) -> Tensor:

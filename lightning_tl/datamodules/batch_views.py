@@ -234,62 +234,91 @@ class BatchViews:
         if seeds.shape != (b,):
             raise ValueError(f"seeds must hold one seed per image, shape ({b},), got {tuple(seeds.shape)}")
         params = self.sample_params(seeds.to(images.device), height, width)
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()  # (B, C, H, W)
         views: list[Tensor | None] = [None] * len(self.specs)
         for size in dict.fromkeys(spec.size for spec in self.specs):  # one pass per output size
             members = [v for v, spec in enumerate(self.specs) if spec.size == size]
-            table = torch.cat([params[v] for v in members]).float()  # (V*B, 18)
-            source = torch.arange(b, device=x.device).repeat(len(members))  # (V*B,)
-            flip = table[:, _FLIP].bool()  # the flip follows the crop: reverse the crop's columns
-            out = ops.resized_crop(x, table[:, :4], size, source, flip)  # (V*B, C, size, size)
-            if out.shape[1] != self.channels:
-                out = out.expand(-1, self.channels, -1, -1)  # grayscale data for an RGB backbone
-            out = self._colour(out, table, [self.specs[v] for v in members], b)
+            table = torch.stack([params[v] for v in members], dim=1).float()  # (B, V, 18)
+            kernels = [self.specs[v].blur_kernel for v in members]
+            out = self._views_of_one_size(images, table, size, kernels)  # (V*B, channels, size, size)
             for v, view in zip(members, out.split(b), strict=True):
-                views[v] = view.to(self.dtype)
+                views[v] = view
         return [v for v in views if v is not None]
 
-    def _colour(self, x: Tensor, table: Tensor, specs: list[ViewSpec], b: int) -> Tensor:
-        """Jitter, grayscale, blur, solarise and normalise the (already flipped) crops (V*B, C, S, S).
+    def _views_of_one_size(self, images: Tensor, table: Tensor, size: int, kernels: list[int]) -> Tensor:
+        """Crop, flip and colour-transform V views of every image; ``table`` (B, V, 18), V = ``len(kernels)``.
 
-        Each random step runs only on the rows it was drawn for (gathered, transformed, written back).
+        The crops come from two batched matrix products; the rows are then ordered so that views
+        with the same blur kernel (or none) are adjacent, and transformed in place a chunk of rows
+        at a time (gathered once, written once to their place in the output), so blur and
+        normalisation run on whole chunks and the colour steps on memory the CPU already holds.
         """
-        x = x.contiguous()  # owned memory: the steps write their rows back in place
-        jitter = table[:, _JITTER].bool()
+        b, v = table.shape[:2]
+        gain = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
+        crops = ops.crop_views(images, table[..., :4], size, table[..., _FLIP].bool(), gain)
+        crops = crops.view(b * v, size, -1, size).transpose(1, 2)  # (B*V, C, S, S), row r = image r // V
+        table = table.view(b * v, -1)
+        distinct = list(dict.fromkeys(kernels))  # block 0: no blur; block k: blur with distinct[k - 1]
+        slot = torch.tensor([distinct.index(k) + 1 for k in kernels], device=table.device).repeat(b)
+        keys = torch.where(table[:, _BLUR].bool(), slot, 0)  # (B*V,)
+        order = torch.argsort(keys, stable=True)  # the rows of one block are adjacent
+        values, counts = torch.unique_consecutive(keys[order], return_counts=True)
+        target = order.remainder(v) * b + order.div(v, rounding_mode="floor")  # row in the view-major output
+        out = torch.empty(b * v, self.channels, size, size, dtype=self.dtype, device=images.device)
+        chunk = max(1, _CHUNK_ELEMENTS // (self.channels * size * size))
+        mean, std = (
+            self.mean.to(images.device).view(1, -1, 1, 1),
+            self.std.to(images.device).view(1, -1, 1, 1),
+        )
+        begin = 0
+        for block, count in zip(values.tolist(), counts.tolist(), strict=True):
+            kernel = distinct[block - 1] if block else None
+            for start in range(begin, begin + count, chunk):
+                rows = order[start : min(start + chunk, begin + count)]
+                y = crops.index_select(0, rows)  # (n, C, S, S), owned and contiguous
+                if y.shape[1] != self.channels:  # grayscale data for an RGB backbone
+                    y = y.expand(-1, self.channels, -1, -1).contiguous()
+                self._colour_block(y, table.index_select(0, rows), kernel)
+                out.index_copy_(0, target[start : start + len(rows)], y.sub_(mean).div_(std).to(self.dtype))
+            begin += count
+        return out
+
+    def _colour_block(self, y: Tensor, table: Tensor, kernel: int | None) -> None:
+        """Jitter, grayscale, blur (with ``kernel``, or none) and solarise the rows of ``y``, in place.
+
+        ColorJitter applies its four ops in each image's own order: four rounds, each running every
+        op on the rows that have it at that position.
+        """
+        jitter, order = table[:, _JITTER].bool(), table[:, _ORDER]
         if bool(jitter.any()):
-            self._jitter(x, table, jitter)
+            for position in range(4):
+                for op in range(4) if self.channels == 3 else range(2):  # saturation and hue need RGB
+                    _on_rows(y, jitter & (order[:, position] == op), partial(_jitter_step, op, table))
         if self.channels == 3:
-            _on_rows(x, table[:, _GRAY], lambda rows, img: ops.grayscale(img))
-        kernels = torch.tensor([spec.blur_kernel for spec in specs], device=x.device).repeat_interleave(b)
-        for kernel in dict.fromkeys(spec.blur_kernel for spec in specs):  # specs of one size may differ
-            blur = table[:, _BLUR].bool() & (kernels == kernel)
-            _on_rows(x, blur, partial(_blur_step, table[:, _SIGMA], kernel))
-        _on_rows(x, table[:, _SOLAR], lambda rows, img: ops.solarize(img))
-        return ops.normalize(x, self.mean.to(x.device), self.std.to(x.device))
-
-    def _jitter(self, x: Tensor, table: Tensor, jitter: Tensor) -> None:
-        """ColorJitter with each image's own op order: 4 rounds, each applying one op per image."""
-        fns = [ops.adjust_brightness, ops.adjust_contrast, ops.adjust_saturation, ops.adjust_hue]
-        order = table[:, _ORDER].long()  # (N, 4)
-        factors = table[:, _FACTORS]  # (N, 4)
-        for position in range(4):
-            for op, fn in enumerate(fns):
-                if self.channels == 1 and op >= 2:
-                    continue  # saturation and hue are undefined on one channel
-                selected = jitter & (order[:, position] == op)
-                _on_rows(x, selected, partial(_jitter_step, fn, factors[:, op]))
+            _on_rows(y, table[:, _GRAY], lambda rows, img: ops.grayscale(img))
+        if kernel is not None:
+            y.copy_(ops.gaussian_blur(y, table[:, _SIGMA], kernel))
+        _on_rows(y, table[:, _SOLAR], lambda rows, img: ops.solarize(img))
 
 
-def _blur_step(sigma: Tensor, kernel: int, rows: Tensor, img: Tensor) -> Tensor:
-    return ops.gaussian_blur(img, sigma[rows], kernel)
+# In-place jitter ops, indexed as in the parameter table (brightness, contrast, saturation, hue).
+_JITTER_OPS: tuple[Callable[[Tensor, Tensor], Tensor], ...] = (
+    ops.adjust_brightness_,
+    ops.adjust_contrast_,
+    ops.adjust_saturation_,
+    ops.adjust_hue_,
+)
+#: Elements of one chunk of rows transformed together (4 MB of float32; larger chunks measured no faster).
+_CHUNK_ELEMENTS = 1 << 20
 
 
-def _jitter_step(fn: Callable[[Tensor, Tensor], Tensor], factor: Tensor, rows: Tensor, img: Tensor) -> Tensor:
-    return fn(img, factor[rows])
+def _jitter_step(op: int, table: Tensor, rows: Tensor, img: Tensor) -> Tensor:
+    return _JITTER_OPS[op](img, table[rows, 6 + op])
 
 
 def _on_rows(x: Tensor, selected: Tensor, step: Callable[[Tensor, Tensor], Tensor]) -> None:
     """``x[rows] = step(rows, x[rows])`` in place for the rows where ``selected`` (N,) is true."""
     rows = selected.bool().nonzero().squeeze(1)  # (n,)
-    if rows.numel():
+    if rows.numel() == len(x):
+        x.copy_(step(rows, x))
+    elif rows.numel():
         x.index_copy_(0, rows, step(rows, x.index_select(0, rows)))

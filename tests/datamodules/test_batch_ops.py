@@ -120,3 +120,39 @@ def test_counter_rng_is_splitmix64_and_uniform() -> None:
     assert torch.equal(uniform(seeds[:7], 40), u[:7])  # a row depends on its own seed only
     with pytest.raises(ValueError, match="int64"):
         uniform(seeds.int(), 3)
+
+
+def test_crop_views_equals_one_crop_at_a_time_with_gain_and_flips() -> None:
+    images = torch.randint(0, 256, (5, 3, 20, 24), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(3)
+    h, w = torch.randint(1, 21, (5, 3), generator=g), torch.randint(1, 25, (5, 3), generator=g)
+    top = (torch.rand(5, 3, generator=g) * (21 - h)).floor()
+    left = (torch.rand(5, 3, generator=g) * (25 - w)).floor()
+    boxes = torch.stack([top, left, h.double(), w.double()], dim=2)  # (B, V, 4)
+    flip = torch.rand(5, 3, generator=g) < 0.5
+    out = ops.crop_views(images, boxes, 12, flip, gain=1 / 255)  # (B, V, S, C, S)
+    assert out.shape == (5, 3, 12, 3, 12) and out.dtype == torch.float32
+    x = images.float() / 255
+    for i in range(5):
+        for v in range(3):
+            expected = TF.resized_crop(x[i], *boxes[i, v].long().tolist(), [12, 12], antialias=True)
+            expected = TF.horizontal_flip(expected) if flip[i, v] else expected
+            torch.testing.assert_close(out[i, v].transpose(0, 1), expected, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("in_place", "out_of_place", "lo", "hi"),
+    [
+        (ops.adjust_brightness_, ops.adjust_brightness, 0.0, 2.0),
+        (ops.adjust_contrast_, ops.adjust_contrast, 0.0, 2.0),
+        (ops.adjust_saturation_, ops.adjust_saturation, 0.0, 2.0),
+        (ops.adjust_hue_, ops.adjust_hue, -0.5, 0.5),
+    ],
+)
+def test_in_place_colour_ops_overwrite_their_input(in_place, out_of_place, lo: float, hi: float) -> None:  # type: ignore[no-untyped-def]
+    x, f = _images(3), _factors(lo, hi)
+    expected = out_of_place(x, f)
+    assert not torch.equal(expected, x)  # the out-of-place op leaves x alone
+    y = x.clone()
+    assert in_place(y, f).data_ptr() == y.data_ptr()
+    torch.testing.assert_close(y, expected, atol=0, rtol=0)
