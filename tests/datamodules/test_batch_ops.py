@@ -65,7 +65,7 @@ def test_grayscale_flip_solarize_normalize(channels: int) -> None:
     )
 
 
-@pytest.mark.parametrize("kernel", [3, 5, 7])
+@pytest.mark.parametrize("kernel", [1, 3, 5, 7, 39])
 def test_blur_matches_torchvision(kernel: int) -> None:
     x, sigma = _images(3), _factors(0.1, 2.0)
     expected = torch.stack(
@@ -74,6 +74,8 @@ def test_blur_matches_torchvision(kernel: int) -> None:
     torch.testing.assert_close(ops.gaussian_blur(x, sigma, kernel), expected, atol=2e-6, rtol=0)
     with pytest.raises(ValueError, match="odd"):
         ops.gaussian_blur(x, sigma, 4)
+    with pytest.raises(ValueError, match="kernel_size 41 is too large for 20x24"):
+        ops.gaussian_blur(x, sigma, 41)
 
 
 @pytest.mark.parametrize("size", [5, 8, 16, 32, 40])
