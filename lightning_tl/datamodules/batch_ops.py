@@ -51,9 +51,14 @@ def resize_weights(start: Tensor, length: Tensor, size: int, full: int) -> Tenso
 
 
 def crop_views(
-    images: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None, gain: float = 1.0
+    images: Tensor,
+    boxes: Tensor,
+    size: int,
+    flip: Tensor | None = None,
+    gain: float = 1.0,
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """V resized crops of every image at once: (B, V, size, C, size) float32 (rows, channels, columns).
+    """V resized crops of every image at once: (B, V, size, C, size) in ``dtype`` (rows, channels, columns).
 
     Separable resampling with per-crop matrices from :func:`resize_weights`: a batched matrix
     product over rows (all V crops of an image share its pixels, so nothing is copied per crop),
@@ -67,18 +72,22 @@ def crop_views(
         size: output side.
         flip: (B, V) bool: mirror these crops left to right (free: their column weights are reversed).
         gain: multiplies every pixel (e.g. 1 / 255 for uint8 images), folded into the weights.
+        dtype: of the matrix products and the result. ``torch.bfloat16`` runs them several times
+            faster on CPUs with AMX and on GPUs, within about one uint8 level of float32 (uint8
+            pixels are exact in bfloat16; the weights and results are rounded to 8 significant bits).
     """
     b, c, height, width = images.shape
     v = boxes.shape[1]
-    x = torch.empty(b, height, c, width, device=images.device)  # one pass: layout and dtype
+    x = torch.empty(b, height, c, width, device=images.device, dtype=dtype)  # one pass: layout and dtype
     x.copy_(images.permute(0, 2, 1, 3))
-    top, left, crop_h, crop_w = boxes.reshape(b * v, 4).to(x.dtype).unbind(-1)  # each (B*V,)
+    top, left, crop_h, crop_w = boxes.reshape(b * v, 4).float().unbind(-1)  # each (B*V,)
     rows = resize_weights(top, crop_h, size, height)  # (B*V, S, H)
     if gain != 1.0:
         rows.mul_(gain)
     cols = resize_weights(left, crop_w, size, width)  # (B*V, S, W)
     if flip is not None:
         cols = torch.where(flip.reshape(-1, 1, 1), cols.flip(1), cols)  # output column j <- S - 1 - j
+    rows, cols = rows.to(dtype), cols.to(dtype)
     t = torch.bmm(rows.view(b, v * size, height), x.view(b, height, c * width))  # (B, V*S, C*W)
     out = torch.bmm(t.view(b * v, size * c, width), cols.transpose(1, 2))  # (B*V, S*C, S)
     return out.view(b, v, size, c, size)
@@ -100,7 +109,9 @@ def resized_crop(
         (K, C, size, size) in the dtype of ``images``.
     """
     crops = images if source is None else images.index_select(0, source)  # (K, C, H, W)
-    out = crop_views(crops, boxes.unsqueeze(1), size, None if flip is None else flip.unsqueeze(1))
+    out = crop_views(
+        crops, boxes.unsqueeze(1), size, None if flip is None else flip.unsqueeze(1), dtype=images.dtype
+    )
     return out.squeeze(1).transpose(1, 2).to(images.dtype).contiguous()  # (K, C, S, S)
 
 
@@ -265,8 +276,13 @@ def blur_matrices(sigma: Tensor, kernel_size: int, length: int) -> Tensor:
     )
 
 
-def gaussian_blur(images: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+def gaussian_blur(
+    images: Tensor, sigma: Tensor, kernel_size: int, dtype: torch.dtype | None = None
+) -> Tensor:
     """Separable Gaussian blur with a different ``sigma`` (B,) per image, reflect padding.
+
+    ``dtype`` (default: the images') is that of the matrix products and the result (see
+    :func:`crop_views` for ``torch.bfloat16``).
 
     Two batched matrix products with the banded matrices of :func:`blur_matrices`, one per axis.
     On a CPU this is 1.5-3.5x faster than one grouped convolution per direction (a group per
@@ -280,9 +296,10 @@ def gaussian_blur(images: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
             f"kernel_size {kernel_size} is too large for {h}x{w} images: reflect padding needs "
             f"kernel_size // 2 < {min(h, w)}; use a smaller blur kernel"
         )
-    rows = blur_matrices(sigma.to(images.dtype), kernel_size, h)  # (B, H, H)
-    cols = rows if w == h else blur_matrices(sigma.to(images.dtype), kernel_size, w)  # (B, W, W)
-    x = torch.bmm(images.reshape(b, c * h, w), cols.transpose(1, 2))  # blur each row: (B, C*H, W)
+    dtype = dtype or images.dtype
+    rows = blur_matrices(sigma.float(), kernel_size, h).to(dtype)  # (B, H, H)
+    cols = rows if w == h else blur_matrices(sigma.float(), kernel_size, w).to(dtype)  # (B, W, W)
+    x = torch.bmm(images.to(dtype).reshape(b, c * h, w), cols.transpose(1, 2))  # blur each row: (B, C*H, W)
     return rows.unsqueeze(1) @ x.view(b, c, h, w)  # then each column: (B, C, H, W)
 
 

@@ -173,6 +173,10 @@ class BatchViews:
         channels: channels of the output views (1 or 3); 1-channel input is repeated to 3 when needed.
         mean, std: per-channel normalisation (1 value, repeated, or ``channels`` values).
         dtype: floating dtype of the returned views (e.g. ``torch.bfloat16``).
+        resample_dtype: dtype of the crop and blur matrix products. ``torch.bfloat16`` makes them
+            several times faster on CPUs with AMX and on GPUs, and the views differ from the
+            float32 ones by about one uint8 level (the per-sample uint8 pipeline rounds to whole
+            levels after every op); the colour steps always run in float32.
 
     Example::
 
@@ -189,6 +193,7 @@ class BatchViews:
         mean: Sequence[float] = (0.5,),
         std: Sequence[float] = (0.5,),
         dtype: torch.dtype = torch.float32,
+        resample_dtype: torch.dtype = torch.float32,
     ) -> None:
         if len(specs) == 0:
             raise ValueError("BatchViews needs at least one ViewSpec, got none")
@@ -201,13 +206,15 @@ class BatchViews:
                 f"mean and std need 1 or {channels} values (std > 0) for {channels}-channel views, "
                 f"got mean={mean}, std={std}"
             )
-        if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating dtype such as torch.float32, got {dtype}")
+        for name, value in (("dtype", dtype), ("resample_dtype", resample_dtype)):
+            if not value.is_floating_point:
+                raise ValueError(f"{name} must be a floating dtype such as torch.float32, got {value}")
         self.specs = list(specs)
         self.channels = channels
         self.mean = torch.tensor(mean, dtype=torch.float32)
         self.std = torch.tensor(std, dtype=torch.float32)
         self.dtype = dtype
+        self.resample_dtype = resample_dtype
 
     def sample_params(self, seeds: Tensor, height: int, width: int) -> list[Tensor]:
         """The (B, 18) parameter table of every view; image ``i`` draws only from ``seeds[i]``'s stream."""
@@ -254,7 +261,8 @@ class BatchViews:
         """
         b, v = table.shape[:2]
         gain = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
-        crops = ops.crop_views(images, table[..., :4], size, table[..., _FLIP].bool(), gain)
+        flip = table[..., _FLIP].bool()
+        crops = ops.crop_views(images, table[..., :4], size, flip, gain, self.resample_dtype)
         crops = crops.view(b * v, size, -1, size).transpose(1, 2)  # (B*V, C, S, S), row r = image r // V
         table = table.view(b * v, -1)
         distinct = list(dict.fromkeys(kernels))  # block 0: no blur; block k: blur with distinct[k - 1]
@@ -274,7 +282,7 @@ class BatchViews:
             kernel = distinct[block - 1] if block else None
             for start in range(begin, begin + count, chunk):
                 rows = order[start : min(start + chunk, begin + count)]
-                y = crops.index_select(0, rows)  # (n, C, S, S), owned and contiguous
+                y = crops.index_select(0, rows).float()  # (n, C, S, S), owned and contiguous
                 if y.shape[1] != self.channels:  # grayscale data for an RGB backbone
                     y = y.expand(-1, self.channels, -1, -1).contiguous()
                 self._colour_block(y, table.index_select(0, rows), kernel)
@@ -296,7 +304,7 @@ class BatchViews:
         if self.channels == 3:
             _on_rows(y, table[:, _GRAY], lambda rows, img: ops.grayscale(img))
         if kernel is not None:
-            y.copy_(ops.gaussian_blur(y, table[:, _SIGMA], kernel))
+            y.copy_(ops.gaussian_blur(y, table[:, _SIGMA], kernel, self.resample_dtype))
         _on_rows(y, table[:, _SOLAR], lambda rows, img: ops.solarize(img))
 
 

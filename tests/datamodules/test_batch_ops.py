@@ -158,3 +158,18 @@ def test_in_place_colour_ops_overwrite_their_input(in_place, out_of_place, lo: f
     y = x.clone()
     assert in_place(y, f).data_ptr() == y.data_ptr()
     torch.testing.assert_close(y, expected, atol=0, rtol=0)
+
+
+def test_bfloat16_resampling_stays_within_two_uint8_levels() -> None:
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    boxes = torch.tensor([0.0, 0.0, 32.0, 32.0]).repeat(16, 2, 1)
+    boxes[:, 1] = torch.tensor([3.0, 5.0, 17.0, 21.0])  # the second view enlarges a crop
+    exact = ops.crop_views(images, boxes, 24, gain=1 / 255)
+    fast = ops.crop_views(images, boxes, 24, gain=1 / 255, dtype=torch.bfloat16)
+    assert fast.dtype == torch.bfloat16
+    error = (fast.float() - exact).abs() * 255  # in uint8 levels
+    assert float(error.max()) <= 2.5 and float(error.mean()) <= 0.5
+    x, sigma = _images(3), _factors(0.1, 2.0)
+    blurred = ops.gaussian_blur(x, sigma, 5, dtype=torch.bfloat16)
+    assert blurred.dtype == torch.bfloat16
+    assert float((blurred.float() - ops.gaussian_blur(x, sigma, 5)).abs().max()) * 255 <= 2.5

@@ -174,3 +174,16 @@ def test_bad_arguments() -> None:
     ]:
         with pytest.raises(ValueError, match=match):
             ViewSpec(**{"size": 8, **kwargs})
+
+
+def test_bfloat16_resampling_changes_views_by_little() -> None:
+    spec = ViewSpec(16, jitter_strength=0.5, blur_prob=0.5, blur_kernel=3)
+    images, seeds = _uint8(32, 3), torch.arange(32, dtype=torch.int64)
+    exact = BatchViews([spec] * 2, 3, mean=(0.5,), std=(0.25,))(images, seeds)
+    fast = BatchViews([spec] * 2, 3, mean=(0.5,), std=(0.25,), resample_dtype=torch.bfloat16)(images, seeds)
+    for e, f in zip(exact, fast, strict=True):
+        assert f.dtype == torch.float32 and f.shape == e.shape
+        levels = (f - e).abs() * 0.25 * 255  # back to uint8 levels before normalisation
+        assert float(levels.mean()) <= 0.5 and float(levels.max()) <= 6  # jitter can amplify a level
+    with pytest.raises(ValueError, match="resample_dtype must be a floating dtype"):
+        BatchViews([spec], 3, resample_dtype=torch.int32)
