@@ -22,7 +22,9 @@ def _per_image(values: Tensor) -> Tensor:
     return values.reshape(-1, 1, 1, 1)  # (B, 1, 1, 1): broadcasts over (C, H, W)
 
 
-def resize_weights(start: Tensor, length: Tensor, size: int, full: int) -> Tensor:
+def resize_weights(
+    start: Tensor, length: Tensor, size: int, full: int, reverse: Tensor | None = None
+) -> Tensor:
     """Resampling matrices (K, size, full) that crop ``[start, start + length)`` of an axis and resize it.
 
     Row ``i`` holds the weights of output pixel ``i`` over the ``full`` input pixels: a triangle
@@ -36,10 +38,13 @@ def resize_weights(start: Tensor, length: Tensor, size: int, full: int) -> Tenso
         start, length: (K,) crop offset and length in pixels (integer-valued).
         size: output length.
         full: input length.
+        reverse: (K,) bool: mirror these rows' output (output pixel ``i`` takes ``size - 1 - i``'s weights).
     """
     scale = (length / size).unsqueeze(1)  # (K, 1): input pixels per output pixel
     inv_support = 1.0 / scale.clamp(min=1.0)  # (K, 1)
     out = torch.arange(size, device=start.device, dtype=start.dtype)  # (S,)
+    if reverse is not None:
+        out = torch.where(reverse.unsqueeze(1), size - 1 - out, out)  # (K, S)
     centre = start.unsqueeze(1) + (out + 0.5) * scale  # (K, S), in input pixel-edge coordinates
     pixel = torch.arange(full, device=start.device, dtype=start.dtype) + 0.5  # (F,) pixel centres
     # 1 - |distance| / support, as (pixel / support) - (centre / support): one pass over (K, S, F)
@@ -84,9 +89,9 @@ def crop_views(
     rows = resize_weights(top, crop_h, size, height)  # (B*V, S, H)
     if gain != 1.0:
         rows.mul_(gain)
-    cols = resize_weights(left, crop_w, size, width)  # (B*V, S, W)
-    if flip is not None:
-        cols = torch.where(flip.reshape(-1, 1, 1), cols.flip(1), cols)  # output column j <- S - 1 - j
+    cols = resize_weights(
+        left, crop_w, size, width, None if flip is None else flip.reshape(-1)
+    )  # (B*V, S, W)
     rows, cols = rows.to(dtype), cols.to(dtype)
     t = torch.bmm(rows.view(b, v * size, height), x.view(b, height, c * width))  # (B, V*S, C*W)
     out = torch.bmm(t.view(b * v, size * c, width), cols.transpose(1, 2))  # (B*V, S*C, S)
