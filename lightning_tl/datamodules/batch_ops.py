@@ -7,6 +7,8 @@ kernels instead of a Python loop over images. Images are float (B, C, H, W) in [
 to at all is the caller's choice: ``BatchViews`` passes only the selected rows.) Each op follows the
 definition of the torchvision v2 functional op of the same name (e.g. ``adjust_contrast`` blends
 with the mean of the grayscale image), so the two agree for the same parameters; tests check this.
+Colour ops with a trailing underscore overwrite their input; the resampling ops (crop, blur) are
+matrix products, optionally in bfloat16.
 """
 
 from __future__ import annotations
