@@ -96,8 +96,15 @@ def views_throughput(sizes: tuple[int, ...] = (32, 64, 96, 224), items: int = 20
         torch.set_num_threads(threads)
         on_card = images.to(DEVICE)
         rates = []
-        for dtype in (torch.float32, torch.bfloat16):
-            make = BatchViews([spec, spec], 3, IMAGENET_MEAN, IMAGENET_STD, dtype=dtype)
+        variants = (
+            (torch.float32, torch.float32),
+            (torch.bfloat16, torch.float32),
+            (torch.bfloat16, torch.bfloat16),
+        )
+        for dtype, resample in variants:
+            make = BatchViews(
+                [spec, spec], 3, IMAGENET_MEAN, IMAGENET_STD, dtype=dtype, resample_dtype=resample
+            )
 
             def run(make: BatchViews = make, on_card: Tensor = on_card) -> None:
                 for s in range(0, items, batch):
@@ -110,6 +117,7 @@ def views_throughput(sizes: tuple[int, ...] = (32, 64, 96, 224), items: int = 20
                 f"{cpu_rate:.0f}",
                 f"{rates[0]:,.0f} ({rates[0] / cpu_rate:.0f}x)",
                 f"{rates[1]:,.0f} ({rates[1] / cpu_rate:.0f}x)",
+                f"{rates[2]:,.0f} ({rates[2] / cpu_rate:.0f}x)",
             ]
         )
     header = [
@@ -117,6 +125,7 @@ def views_throughput(sizes: tuple[int, ...] = (32, 64, 96, 224), items: int = 20
         "per-sample torchvision v2, 1 CPU thread",
         f"BatchViews on the card, float32 out (batch {batch})",
         "BatchViews, bf16 out",
+        "bf16 out, bf16 crop/blur products",
     ]
     return markdown_table(header, rows)
 
