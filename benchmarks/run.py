@@ -1,7 +1,7 @@
 """Print benchmark tables as markdown: ``python -m benchmarks.run [TABLE ...]`` (all CPU tables by default).
 
 Tables: ``overhead``, ``augment``, ``knn``, ``device_views`` (SimCLR and views), ``moco_overhead``,
-``moco_knn`` (MoCo), ``transfer``, ``freeze_speed``, ``probe_lr`` (layer freezing),
+``moco_knn`` (MoCo), ``transfer``, ``freeze_speed``, ``probe_lr``, ``freeze_rule`` (layer freezing),
 ``dann_fashion_mnist``, ``dann_digits`` (domain adaptation), ``policy_accuracy``, ``policy_throughput``
 (augmentation policies), ``adapters``, ``adapter_latency`` (residual adapters),
 ``clip_zero_shot``, ``clip_overhead`` (CLIP),
@@ -24,6 +24,7 @@ from benchmarks import (
     dann,
     device_views,
     freezing,
+    freezing_rule,
     gpu,
     moco_knn,
     moco_overhead,
@@ -42,6 +43,7 @@ TABLES = {
     "transfer": freezing.run_transfer,
     "freeze_speed": freezing.run_speed,
     "probe_lr": freezing.run_probe_lr,
+    "freeze_rule": freezing_rule.run,
     "dann_fashion_mnist": dann.run_fashion_mnist,
     "dann_digits": dann.run_digits,
     "policy_accuracy": augment_policies.run_accuracy,

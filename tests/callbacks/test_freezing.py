@@ -268,22 +268,44 @@ def test_three_lines_on_a_users_module() -> None:
 
 
 def test_auto_strategy_rule_and_thresholds() -> None:
-    assert choose_strategy(100, 5) == "linear_probe"
-    assert choose_strategy(1000, 5) == "partial"
-    assert choose_strategy(10_000, 5) == "full"
-    assert choose_strategy(10_000, 100) == "partial"  # 100 per class: not enough for full
-    assert choose_strategy(100, 5, {"partial_min_samples": 50, "partial_min_per_class": 10}) == "partial"
+    # defaults fitted to BENCHMARKS.md's freezing tables: full fine-tuning won at every measured size
+    assert all(choose_strategy(n, k) == "full" for n, k in [(5, 5), (10, 10), (100, 5), (10_000, 100)])
     assert set(AUTO_THRESHOLDS) == {
         "partial_min_samples",
         "partial_min_per_class",
         "full_min_samples",
         "full_min_per_class",
     }
-    model = UserNet()
-    freeze = FreezeSchedule("auto", num_train_samples=1000, num_classes=4)
-    fit(model, [freeze], max_steps=1)
+    textbook = {  # the rule the defaults replaced, still expressible as an override
+        "partial_min_samples": 500,
+        "partial_min_per_class": 50,
+        "full_min_samples": 5_000,
+        "full_min_per_class": 500,
+    }
+    assert choose_strategy(100, 5, textbook) == "linear_probe"
+    assert choose_strategy(1000, 5, textbook) == "partial"
+    assert choose_strategy(10_000, 5, textbook) == "full"
+    assert choose_strategy(10_000, 100, textbook) == "partial"  # 100 per class: not enough for full
+    cost = {"full_min_per_class": 100, "partial_min_per_class": 20}  # per-class thresholds only
+    assert [choose_strategy(n * 10, 10, cost) for n in (19, 20, 99, 100)] == [
+        "linear_probe",
+        "partial",
+        "partial",
+        "full",
+    ]
+    with pytest.raises(ValueError, match=r"unknown auto_thresholds keys \['full_min'\]"):
+        choose_strategy(100, 5, {"full_min": 3})
+    with pytest.raises(ValueError, match="numbers >= 0"):
+        choose_strategy(100, 5, {"full_min_per_class": -1})
+    with pytest.raises(ValueError, match="num_classes >= 1"):
+        choose_strategy(100, 0)
+    freeze = FreezeSchedule("auto", num_train_samples=40, num_classes=4)
+    fit(UserNet(), [freeze], max_steps=1)
+    assert freeze.resolved_strategy == "full" and all(freeze.trainable)
+    freeze = FreezeSchedule("auto", num_train_samples=1000, num_classes=4, auto_thresholds=textbook)
+    fit(UserNet(), [freeze], max_steps=1)
     assert freeze.resolved_strategy == "partial" and freeze.trainable == [False, False, True, True]
-    freeze = FreezeSchedule("auto", num_classes=4)  # samples: the train dataloader's 32
+    freeze = FreezeSchedule("auto", num_classes=4, auto_thresholds=textbook)  # the loader's 32 samples
     fit(UserNet(), [freeze], max_steps=1)
     assert freeze.resolved_strategy == "linear_probe"
 
@@ -295,6 +317,8 @@ def test_bad_input() -> None:
         FreezeSchedule(interval="batch")
     with pytest.raises(ValueError, match="auto_thresholds"):
         FreezeSchedule(auto_thresholds={"full_min": 3})
+    with pytest.raises(ValueError, match=r"auto_thresholds must be numbers >= 0.*'partial_min_samples': -5"):
+        FreezeSchedule(auto_thresholds={"partial_min_samples": -5})
     with pytest.raises(ValueError, match=r"'encoder\.\*' matches no parameter"):
         fit(UserNet(), [FreezeSchedule(groups=["encoder.*", "*"])], max_steps=1)
     with pytest.raises(ValueError, match=r"in no layer group.*'\*'"):
