@@ -15,6 +15,7 @@ Per-sample pipelines run on one thread (= one DataLoader worker).
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 
@@ -46,11 +47,15 @@ def photo_crops(count: int, size: int, seed: int = 0) -> torch.Tensor:
     return torch.stack(out)
 
 
-def _rate(fn: Callable[[int], object], items: int) -> float:
+def _rate(fn: Callable[[int], object], items: int, repeats: int = 3) -> float:
+    """Images/s of ``fn(items)``: the median of ``repeats`` timed passes after a warm-up."""
     fn(min(items, 64))  # warm-up
-    start = time.perf_counter()
-    fn(items)
-    return items / (time.perf_counter() - start)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(items)
+        seconds.append(time.perf_counter() - start)
+    return items / statistics.median(seconds)
 
 
 def _lightly_rate(images: torch.Tensor, size: int, items: int) -> str:
