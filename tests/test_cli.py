@@ -133,7 +133,7 @@ def test_print_config_resolves_recipe() -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "lightning_tl.modules.SimCLR" in proc.stdout and "temperature: 0.2" in proc.stdout
+    assert "lightning_tl.modules.SimCLR" in proc.stdout and "backbone: timm/resnet18" in proc.stdout
 
 
 def test_validate_and_predict_subcommands(tmp_path: Path) -> None:
@@ -147,7 +147,8 @@ def test_validate_and_predict_subcommands(tmp_path: Path) -> None:
     assert cli.trainer.state.finished
     cli = build_cli(["predict", *common, "--trainer.callbacks=[]", "--trainer.limit_predict_batches=2"])
     outputs = cli.trainer.predict_loop.predictions
-    assert len(outputs) == 2 and outputs[0]["features"].shape == (cli.datamodule.batch_size, 512)
+    width = cli.model.backbone.num_features
+    assert len(outputs) == 2 and outputs[0]["features"].shape == (cli.datamodule.batch_size, width)
 
 
 def test_help_names_the_extra_tools(capsys: pytest.CaptureFixture[str]) -> None:
