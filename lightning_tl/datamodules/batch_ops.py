@@ -87,7 +87,8 @@ def crop_views(
     v = boxes.shape[1]
     x = torch.empty(b, height, c, width, device=images.device, dtype=dtype)  # one pass: layout and dtype
     x.copy_(images.permute(0, 2, 1, 3))
-    top, left, crop_h, crop_w = boxes.reshape(b * v, 4).float().unbind(-1)  # each (B*V,)
+    exact = torch.promote_types(dtype, torch.float32)  # weights are built at least in float32
+    top, left, crop_h, crop_w = boxes.reshape(b * v, 4).to(exact).unbind(-1)  # each (B*V,)
     rows = resize_weights(top, crop_h, size, height)  # (B*V, S, H)
     if gain != 1.0:
         rows.mul_(gain)
@@ -304,8 +305,9 @@ def gaussian_blur(
             f"kernel_size // 2 < {min(h, w)}; use a smaller blur kernel"
         )
     dtype = dtype or images.dtype
-    rows = blur_matrices(sigma.float(), kernel_size, h).to(dtype)  # (B, H, H)
-    cols = rows if w == h else blur_matrices(sigma.float(), kernel_size, w).to(dtype)  # (B, W, W)
+    sigma = sigma.to(torch.promote_types(dtype, torch.float32))  # matrices built at least in float32
+    rows = blur_matrices(sigma, kernel_size, h).to(dtype)  # (B, H, H)
+    cols = rows if w == h else blur_matrices(sigma, kernel_size, w).to(dtype)  # (B, W, W)
     x = torch.bmm(images.to(dtype).reshape(b, c * h, w), cols.transpose(1, 2))  # blur each row: (B, C*H, W)
     return rows.unsqueeze(1) @ x.view(b, c, h, w)  # then each column: (B, C, H, W)
 
@@ -315,6 +317,11 @@ def solarize(images: Tensor, threshold: float = 0.5) -> Tensor:
     return torch.where(images >= threshold, 1.0 - images, images)
 
 
+def normalize_(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """``(images - mean) / std`` in place, with per-channel ``mean`` and ``std`` (C,)."""
+    return images.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+
+
 def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """``(images - mean) / std`` with per-channel ``mean`` and ``std`` (C,)."""
-    return (images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    return normalize_(images.clone(), mean, std)

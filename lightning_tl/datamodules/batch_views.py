@@ -275,10 +275,7 @@ class BatchViews:
         # CPU: chunks that stay in cache; elsewhere (GPU): whole blocks, as few kernel launches as possible
         cpu = images.device.type == "cpu"
         chunk = max(1, _CHUNK_ELEMENTS // (self.channels * size * size)) if cpu else max(1, b * v)
-        mean, std = (
-            self.mean.to(images.device).view(1, -1, 1, 1),
-            self.std.to(images.device).view(1, -1, 1, 1),
-        )
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
         begin = 0
         for block, count in zip(values.tolist(), counts.tolist(), strict=True):
             kernel = distinct[block - 1] if block else None
@@ -288,7 +285,9 @@ class BatchViews:
                 if y.shape[1] != self.channels:  # grayscale data for an RGB backbone
                     y = y.expand(-1, self.channels, -1, -1).contiguous()
                 self._colour_block(y, table.index_select(0, rows), kernel)
-                out.index_copy_(0, target[start : start + len(rows)], y.sub_(mean).div_(std).to(self.dtype))
+                out.index_copy_(
+                    0, target[start : start + len(rows)], ops.normalize_(y, mean, std).to(self.dtype)
+                )
             begin += count
         return out
 
