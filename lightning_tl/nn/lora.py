@@ -30,7 +30,31 @@ def _check(rank: int, alpha: float, dropout: float) -> None:
         raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
 
 
-class LoRALinear(nn.Module):
+class _Mergeable(nn.Module):
+    """Merging of a LoRA layer's update ``delta_weight()`` into its frozen ``base.weight``, and back."""
+
+    base: nn.Linear | nn.Conv2d
+    merged: bool
+
+    def delta_weight(self) -> Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Add the update into ``base.weight`` (no-op if merged)."""
+        if not self.merged:
+            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Subtract the update from ``base.weight`` again (no-op if not merged)."""
+        if self.merged:
+            self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
+            self.merged = False
+
+
+class LoRALinear(_Mergeable):
     """``base(x) + (alpha / rank) * B A dropout(x)`` around a frozen ``nn.Linear``.
 
     Args:
@@ -39,6 +63,8 @@ class LoRALinear(nn.Module):
         parts: split the output into ``len(parts)`` equal slices (e.g. ``"qkv"``) ...
         adapt: ... and adapt only these slices (e.g. ``"qv"``). None: one update of the whole matrix.
     """
+
+    base: nn.Linear
 
     def __init__(
         self,
@@ -95,22 +121,8 @@ class LoRALinear(nn.Module):
         full[..., self._adapted_index, :] = z
         return y + full.flatten(-2)  # (..., out)
 
-    @torch.no_grad()
-    def merge(self) -> None:
-        """Add the update into ``base.weight`` (no-op if merged)."""
-        if not self.merged:
-            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
-            self.merged = True
 
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        """Subtract the update from ``base.weight`` again (no-op if not merged)."""
-        if self.merged:
-            self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
-            self.merged = False
-
-
-class LoRAConv2d(nn.Module):
+class LoRAConv2d(_Mergeable):
     """``base(x) + (alpha / rank) * B(A(dropout(x)))`` around a frozen ``nn.Conv2d``.
 
     A is a conv with ``base``'s kernel, stride, padding and dilation but ``rank`` output channels;
@@ -120,6 +132,8 @@ class LoRAConv2d(nn.Module):
     Raises:
         ValueError: a grouped convolution (its update would not be one low-rank matrix).
     """
+
+    base: nn.Conv2d
 
     def __init__(self, base: nn.Conv2d, rank: int = 4, alpha: float = 8.0, dropout: float = 0.0) -> None:
         super().__init__()
@@ -150,20 +164,6 @@ class LoRAConv2d(nn.Module):
         base = self.base
         h = base._conv_forward(self.dropout(x), self.lora_A, None)  # (B, r, H', W')
         return y + torch.einsum("or,brhw->bohw", self.lora_B, h) * self.scaling
-
-    @torch.no_grad()
-    def merge(self) -> None:
-        """Add the update into ``base.weight`` (no-op if merged)."""
-        if not self.merged:
-            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        """Subtract the update from ``base.weight`` again (no-op if not merged)."""
-        if self.merged:
-            self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
-            self.merged = False
 
 
 def inject_lora(
