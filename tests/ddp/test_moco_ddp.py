@@ -20,7 +20,9 @@ def test_ddp_queue_losses_and_weights_equal_single_process(tmp_path: Path, run_s
     ranks = [torch.load(tmp_path / f"devices2_rank{r}.pt") for r in range(2)]
     assert len(single["losses"]) == 4
 
-    # both ranks hold the same queue, pointer and key encoder after every step
+    # both ranks hold the same queue, pointer and key head after every step (and key backbone after the last)
+    assert any(k.startswith("key_backbone.") for k in ranks[0]["states"][-1])
+    assert all(k.startswith(("queue.", "key_head.")) for k in ranks[0]["states"][0])
     for step, (a, b) in enumerate(zip(ranks[0]["states"], ranks[1]["states"], strict=True)):
         assert a.keys() == b.keys() and "queue.keys" in a
         for name in a:
