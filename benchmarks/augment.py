@@ -7,8 +7,9 @@ s=1 with p=0.8, grayscale p=0.2, blur p=0.5 with a kernel of 10% of the side, no
 * per-sample, torchvision v2 on uint8 tensors (our ``view_transform``, what a DataLoader worker runs);
 * per-sample, lightly's ``SimCLRTransform`` on PIL images (its defaults are the same recipe);
 * batched: :class:`~lightning_tl.datamodules.batch_views.BatchViews` on batches of 256, on one
-  thread and on all threads, and with its crop and blur products in bfloat16
-  (``resample_dtype=torch.bfloat16``) on all threads.
+  thread and on all threads (per-view steps in the compiled CPU kernel, the default where it
+  builds), with the eager ops instead (``cpu_kernel=False``) on all threads, and with its
+  crop and blur products in bfloat16 (``resample_dtype=torch.bfloat16``) on all threads.
 
 Per-sample pipelines run on one thread (= one DataLoader worker).
 """
@@ -84,6 +85,7 @@ def run(items: int = 1024, sizes: tuple[int, ...] = (32, 64, 96), batch: int = 2
         one_view = view_transform(spec, 3, IMAGENET_MEAN, IMAGENET_STD)
         batched = BatchViews([spec, spec], 3, IMAGENET_MEAN, IMAGENET_STD)
         bf16 = BatchViews([spec, spec], 3, IMAGENET_MEAN, IMAGENET_STD, resample_dtype=torch.bfloat16)
+        eager = BatchViews([spec, spec], 3, IMAGENET_MEAN, IMAGENET_STD, cpu_kernel=False)
 
         def per_sample(n: int, images: torch.Tensor = images, view: v2.Compose = one_view) -> None:
             for i in range(n):
@@ -96,12 +98,16 @@ def run(items: int = 1024, sizes: tuple[int, ...] = (32, 64, 96), batch: int = 2
         def bf16_batches(n: int, images: torch.Tensor = images, make: BatchViews = bf16) -> None:
             batches(n, images, make)
 
+        def eager_batches(n: int, images: torch.Tensor = images, make: BatchViews = eager) -> None:
+            batches(n, images, make)
+
         torch.set_num_threads(1)
         tv = _rate(per_sample, items)
         lightly = _lightly_rate(images, size, items)
         ours_1 = _rate(batches, items)
         torch.set_num_threads(threads)
         ours_all = _rate(batches, items)
+        ours_eager = _rate(eager_batches, items)
         ours_bf16 = _rate(bf16_batches, items)
         rows.append(
             [
@@ -110,6 +116,7 @@ def run(items: int = 1024, sizes: tuple[int, ...] = (32, 64, 96), batch: int = 2
                 lightly,
                 f"{ours_1:.0f} ({ours_1 / tv:.1f}x)",
                 f"{ours_all:.0f} ({ours_all / tv:.1f}x)",
+                f"{ours_eager:.0f} ({ours_eager / tv:.1f}x)",
                 f"{ours_bf16:.0f} ({ours_bf16 / tv:.1f}x)",
             ]
         )
@@ -123,7 +130,8 @@ def run(items: int = 1024, sizes: tuple[int, ...] = (32, 64, 96), batch: int = 2
         "per-sample lightly SimCLRTransform, 1 thread",
         f"batched BatchViews (batch {batch}), 1 thread",
         f"batched, {threads} threads",
-        f"batched, bfloat16 crop/blur products, {threads} threads",
+        f"batched, eager ops (no CPU kernel), {threads} threads",
+        f"batched, bfloat16 crop products, {threads} threads",
     ]
     return title + markdown_table(header, rows)
 

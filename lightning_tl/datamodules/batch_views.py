@@ -19,15 +19,17 @@ smaller local ones with their own size and crop scale.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 
 import torch
 from torch import Tensor
 
 from lightning_tl.datamodules import batch_ops as ops
 from lightning_tl.datamodules import counter_rng as rng
+from lightning_tl.datamodules import cpu_kernel as kernel_lib
 
 _CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before its centre fallback
 
@@ -177,6 +179,15 @@ class BatchViews:
             several times faster on CPUs with AMX and on GPUs, and the views differ from the
             float32 ones by about one uint8 level (the per-sample uint8 pipeline rounds to whole
             levels after every op); the colour steps always run in float32.
+        cpu_kernel: on CPU tensors, build the crop matrices and run each view's jitter, grayscale,
+            blur, solarisation and normalisation in the compiled kernel of
+            :mod:`~lightning_tl.datamodules.cpu_kernel` (a few passes over each view while it is
+            in cache instead of dozens of tensor kernels, and a blur over the kernel's taps only;
+            the views equal the eager ones within about 1e-5 of the [0, 1] range). ``None``
+            (default): use it when it compiles, else the eager ops with a warning; ``True``:
+            require it (an error says why it is unavailable); ``False``: eager ops only. GPU
+            tensors always use the eager ops. With the kernel the blur runs in
+            float32 whatever ``resample_dtype`` (which then sets the crop products' dtype).
 
     Example::
 
@@ -194,6 +205,7 @@ class BatchViews:
         std: Sequence[float] = (0.5,),
         dtype: torch.dtype = torch.float32,
         resample_dtype: torch.dtype = torch.float32,
+        cpu_kernel: bool | None = None,
     ) -> None:
         if len(specs) == 0:
             raise ValueError("BatchViews needs at least one ViewSpec, got none")
@@ -215,6 +227,9 @@ class BatchViews:
         self.std = torch.tensor(std, dtype=torch.float32)
         self.dtype = dtype
         self.resample_dtype = resample_dtype
+        if cpu_kernel is not None and not isinstance(cpu_kernel, bool):
+            raise ValueError(f"cpu_kernel must be None, True or False, got {cpu_kernel!r}")
+        self.cpu_kernel = cpu_kernel
 
     def sample_params(self, seeds: Tensor, height: int, width: int) -> list[Tensor]:
         """The (B, 18) parameter table of every view; image ``i`` draws only from ``seeds[i]``'s stream."""
@@ -255,15 +270,18 @@ class BatchViews:
         """Crop, flip and colour-transform V views of every image; ``table`` (B, V, 18), V = ``len(kernels)``.
 
         The crops come from two batched matrix products; the rows are then ordered so that views
-        with the same blur kernel (or none) are adjacent, and transformed in place a chunk of rows
-        at a time (gathered once, written once to their place in the output), so blur and
-        normalisation run on whole chunks and the colour steps on memory the CPU already holds.
+        with the same blur kernel (or none) are adjacent. On a CPU with the compiled kernel, each
+        such block is one kernel call (:meth:`_kernel_views`). Otherwise the rows are transformed
+        in place a chunk at a time (gathered once, written once to their place in the output), so
+        blur and normalisation run on whole chunks and the colour steps on memory the CPU already
+        holds (on a GPU, a chunk is a whole block).
         """
         b, v = table.shape[:2]
         gain = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
         flip = table[..., _FLIP].bool()
-        crops = ops.crop_views(images, table[..., :4], size, flip, gain, self.resample_dtype)
-        crops = crops.view(b * v, size, -1, size).transpose(1, 2)  # (B*V, C, S, S), row r = image r // V
+        kernel = self._use_kernel(images.device, self.resample_dtype)
+        crops = ops.crop_views(images, table[..., :4], size, flip, gain, self.resample_dtype, kernel)
+        crops = crops.view(b * v, size, -1, size)  # (B*V, S, C, S), row r = image r // V
         table = table.view(b * v, -1)
         distinct = list(dict.fromkeys(kernels))  # block 0: no blur; block k: blur with distinct[k - 1]
         slot = torch.tensor([distinct.index(k) + 1 for k in kernels], device=table.device).repeat(b)
@@ -272,10 +290,15 @@ class BatchViews:
         values, counts = torch.unique_consecutive(keys[order], return_counts=True)
         target = order.remainder(v) * b + order.div(v, rounding_mode="floor")  # row in the view-major output
         out = torch.empty(b * v, self.channels, size, size, dtype=self.dtype, device=images.device)
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        if kernel:
+            return self._kernel_views(
+                crops, table, order, values.tolist(), counts.tolist(), distinct, target, out
+            )
+        crops = crops.transpose(1, 2)  # (B*V, C, S, S)
         # CPU: chunks that stay in cache; elsewhere (GPU): whole blocks, as few kernel launches as possible
         cpu = images.device.type == "cpu"
         chunk = max(1, _CHUNK_ELEMENTS // (self.channels * size * size)) if cpu else max(1, b * v)
-        mean, std = self.mean.to(images.device), self.std.to(images.device)
         begin = 0
         for block, count in zip(values.tolist(), counts.tolist(), strict=True):
             kernel = distinct[block - 1] if block else None
@@ -291,11 +314,44 @@ class BatchViews:
             begin += count
         return out
 
-    def _colour_block(self, y: Tensor, table: Tensor, kernel: int | None) -> None:
+    def _kernel_views(
+        self,
+        crops: Tensor,
+        table: Tensor,
+        order: Tensor,
+        values: list[int],
+        counts: list[int],
+        distinct: list[int],
+        target: Tensor,
+        out: Tensor,
+    ) -> Tensor:
+        """The compiled CPU kernel's path: each blur block of views in one call, every step of a
+        view on a private copy in cache, written straight into its output row."""
+        done = (
+            out
+            if out.dtype in (torch.float32, torch.bfloat16)
+            else torch.empty_like(out, dtype=torch.float32)
+        )
+        begin = 0
+        for block, count in zip(values, counts, strict=True):
+            rows = order[begin : begin + count]
+            params = table.index_select(0, rows)
+            blur = None
+            if block:
+                ops.check_blur_kernel(distinct[block - 1], crops.shape[1], crops.shape[3])
+                blur = ops.gaussian_kernels(params[:, _SIGMA], distinct[block - 1])
+            kernel_lib.views_from_crops(
+                crops, rows, params, self.mean, self.std, blur, done, target[begin : begin + count]
+            )
+            begin += count
+        return done if done is out else out.copy_(done)
+
+    def _colour_block(self, y: Tensor, table: Tensor, kernel: int | None) -> Tensor:
         """Jitter, grayscale, blur (with ``kernel``, or none) and solarise the rows of ``y``, in place.
 
-        ColorJitter applies its four ops in each image's own order: four rounds, each running every
-        op on the rows that have it at that position.
+        The eager ops (GPU tensors, or ``cpu_kernel=False``). ColorJitter applies its four ops in
+        each image's own order: four rounds, each running every op on the rows that have it at that
+        position.
         """
         jitter, order = table[:, _JITTER].bool(), table[:, _ORDER]
         if bool(jitter.any()):
@@ -307,6 +363,37 @@ class BatchViews:
         if kernel is not None:
             y.copy_(ops.gaussian_blur(y, table[:, _SIGMA], kernel, self.resample_dtype))
         _on_rows(y, table[:, _SOLAR], lambda rows, img: ops.solarize(img))
+        return y
+
+    def _use_kernel(self, device: torch.device, dtype: torch.dtype) -> bool:
+        """Whether the compiled CPU kernel makes the views (see ``cpu_kernel``) of images on ``device``."""
+        if self.cpu_kernel is False or device.type != "cpu":
+            return False
+        if dtype not in (torch.float32, torch.bfloat16):  # e.g. float64 resampling: eager ops
+            if self.cpu_kernel:
+                raise ValueError(
+                    f"BatchViews(cpu_kernel=True) runs on float32 or bfloat16 crops, got resample_dtype="
+                    f"{dtype}; pass cpu_kernel=None or False for other dtypes"
+                )
+            return False
+        if kernel_lib.available():
+            return True
+        if self.cpu_kernel:
+            raise RuntimeError(
+                "BatchViews(cpu_kernel=True) needs the compiled CPU view kernel, which is unavailable: "
+                f"{kernel_lib.unavailable_reason()}. Pass cpu_kernel=None or False to use the eager ops."
+            )
+        _warn_eager_once(kernel_lib.unavailable_reason())
+        return False
+
+
+@cache
+def _warn_eager_once(reason: str) -> None:
+    warnings.warn(
+        f"BatchViews: the compiled CPU view kernel is unavailable ({reason}); using the eager ops "
+        "(same views, slower). Pass cpu_kernel=False to silence this.",
+        stacklevel=3,
+    )
 
 
 # In-place jitter ops, indexed as in the parameter table (brightness, contrast, saturation, hue).

@@ -46,15 +46,18 @@ def _reference_view(image: torch.Tensor, row: list[float], spec: ViewSpec, chann
     return TF.normalize(x, [0.5] * channels, [0.25] * channels)
 
 
+@pytest.mark.parametrize("cpu_kernel", [True, False])  # the compiled CPU kernel and the eager ops
 @pytest.mark.parametrize(("in_channels", "channels"), [(3, 3), (1, 1), (1, 3)])
-def test_views_equal_torchvision_ops_with_the_same_parameters(in_channels: int, channels: int) -> None:
+def test_views_equal_torchvision_ops_with_the_same_parameters(
+    in_channels: int, channels: int, cpu_kernel: bool
+) -> None:
     big = ViewSpec(16, crop_scale=(0.2, 1.0), jitter_strength=1.0, grayscale_prob=0.3, blur_prob=0.5,
                    blur_kernel=3, solarize_prob=0.3)  # fmt: skip
     small = ViewSpec(8, crop_scale=(0.05, 0.4), jitter_strength=0.5, blur_prob=0.5, blur_kernel=5)
     specs = [big, big, small]  # multi-crop: two global views and a local one
     images = _uint8(16, in_channels)
     seeds = torch.arange(16, dtype=torch.int64) * 7919
-    maker = BatchViews(specs, channels, mean=(0.5,), std=(0.25,))
+    maker = BatchViews(specs, channels, mean=(0.5,), std=(0.25,), cpu_kernel=cpu_kernel)
     views = maker(images, seeds)
     params = maker.sample_params(seeds, 20, 24)
     assert [tuple(v.shape) for v in views] == [(16, channels, 16, 16)] * 2 + [(16, channels, 8, 8)]
