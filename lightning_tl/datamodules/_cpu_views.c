@@ -1,19 +1,19 @@
-/* The per-row steps of BatchViews on a CPU: colour jitter, grayscale, Gaussian blur, solarisation
- * and normalisation of each view in one call, while the view is in cache.
+/* BatchViews on a CPU: the crop matrices, then each view's colour jitter, grayscale, Gaussian
+ * blur, solarisation and normalisation in one pass of calls while the view is in cache.
  *
  * The same arithmetic as the eager ops in batch_ops.py (torchvision's definitions): brightness,
  * contrast and saturation blend and clip to [0, 1]; hue turns the hexcone hue; every image applies
  * its jitter ops in its own order; the blur is separable with reflect padding. The eager path runs
  * each of 4 positions x 4 jitter ops as tensor kernels over gathered rows and the blur as products
- * with banded matrices; here each view runs its own sequence on its own memory (a few passes
+ * with banded matrices; here each view runs its own sequence on a private copy (a few passes
  * instead of dozens) and the blur touches only the kernel's taps. Compiled at first use by
  * lightning_tl/datamodules/cpu_kernel.py and called through ctypes (which releases the GIL, so
- * several threads can each take a share of the rows).
+ * several threads can each take a share of the views).
  *
- * Layout: y is float32 (n, c, h, w) contiguous, c in {1, 3}; table is float32 (n, stride) with the
- * BatchViews parameter columns: 5 = jitter applied, 6..9 = brightness, contrast, saturation
- * factors and hue shift, 10..13 = the op at each position, 14 = grayscale, 15 = blur applied,
- * 17 = solarise. blur is float32 (n, k) normalised 1-D kernels, or NULL for no blur.
+ * Entry points: ltl_views (the per-view steps, from crop products to output rows) and
+ * ltl_resize_weights (the crop-and-resize matrices). The parameter table is float32 (n, stride)
+ * with the BatchViews columns: 5 = jitter applied, 6..9 = brightness, contrast, saturation factors
+ * and hue shift, 10..13 = the op at each position, 14 = grayscale, 15 = blur applied, 17 = solarise.
  */
 #include <float.h>
 #include <math.h>

@@ -5,7 +5,8 @@ kernels over gathered rows (dozens of passes over memory for the hue rotation al
 with products of banded matrices (a multiply-add per pixel pair of a row, most of them zero). The
 C file next to this module (``_cpu_views.c``) runs every view's own jitter sequence, grayscale,
 blur (only the kernel's taps), solarisation and normalisation on its own memory while it is in
-cache, with the same arithmetic. It is compiled once per machine with the system C compiler
+cache, with the same arithmetic, and builds the crop matrices computing only the taps inside each
+filter's support. It is compiled once per machine with the system C compiler
 (``$CC``, else ``cc``/``gcc``), cached under ``$LIGHTNING_TL_CACHE`` (default
 ``~/.cache/lightning_tl``) and called through :mod:`ctypes`; rows are shared among
 ``torch.get_num_threads()`` Python threads (ctypes releases the GIL during the call).
@@ -89,40 +90,44 @@ def _library() -> ctypes.CDLL | None:
         try:
             error = "" if target.exists() else _compile(compiler, flags, target)
             if not error:
-                lib = ctypes.CDLL(str(target))
-                lib.ltl_views.restype = ctypes.c_int
-                lib.ltl_views.argtypes = [
-                    ctypes.c_void_p,  # crops
-                    ctypes.c_int,  # crops are bfloat16
-                    ctypes.c_int64,  # crop channels
-                    ctypes.c_void_p,  # crop of each view (int64)
-                    ctypes.c_void_p,  # output
-                    ctypes.c_int,  # output is bfloat16
-                    ctypes.c_void_p,  # output row of each view (int64)
-                    ctypes.c_void_p,  # table
-                    ctypes.c_int64,  # table stride
-                    ctypes.c_void_p,  # blur kernels or NULL
-                    ctypes.c_int64,  # taps
-                    ctypes.c_void_p,  # mean
-                    ctypes.c_void_p,  # std
-                    *[ctypes.c_int64] * 5,  # begin, end, c, h, w
-                ]
-                lib.ltl_resize_weights.restype = ctypes.c_int
-                lib.ltl_resize_weights.argtypes = [
-                    ctypes.c_void_p,  # start
-                    ctypes.c_void_p,  # length
-                    ctypes.c_void_p,  # reverse (uint8) or NULL
-                    *[ctypes.c_int64] * 4,  # begin, end, size, full
-                    ctypes.c_float,  # gain
-                    ctypes.c_void_p,  # output
-                    ctypes.c_int,  # output is bfloat16
-                ]
-                return lib
+                return _declare(ctypes.CDLL(str(target)))
         except (OSError, subprocess.SubprocessError) as err:
             error = str(err)
         errors.append(f"{compiler} {' '.join(flags)}: {error}")
     _reason = "compiling " + str(SOURCE) + " failed: " + " | ".join(errors)
     return None
+
+
+def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Set the C signatures of the library's two entry points."""
+    lib.ltl_views.restype = ctypes.c_int
+    lib.ltl_views.argtypes = [
+        ctypes.c_void_p,  # crops
+        ctypes.c_int,  # crops are bfloat16
+        ctypes.c_int64,  # crop channels
+        ctypes.c_void_p,  # crop of each view (int64)
+        ctypes.c_void_p,  # output
+        ctypes.c_int,  # output is bfloat16
+        ctypes.c_void_p,  # output row of each view (int64)
+        ctypes.c_void_p,  # table
+        ctypes.c_int64,  # table stride
+        ctypes.c_void_p,  # blur kernels or NULL
+        ctypes.c_int64,  # taps
+        ctypes.c_void_p,  # mean
+        ctypes.c_void_p,  # std
+        *[ctypes.c_int64] * 5,  # begin, end, c, h, w
+    ]
+    lib.ltl_resize_weights.restype = ctypes.c_int
+    lib.ltl_resize_weights.argtypes = [
+        ctypes.c_void_p,  # start
+        ctypes.c_void_p,  # length
+        ctypes.c_void_p,  # reverse (uint8) or NULL
+        *[ctypes.c_int64] * 4,  # begin, end, size, full
+        ctypes.c_float,  # gain
+        ctypes.c_void_p,  # output
+        ctypes.c_int,  # output is bfloat16
+    ]
+    return lib
 
 
 def available() -> bool:
