@@ -279,8 +279,8 @@ class BatchViews:
         b, v = table.shape[:2]
         gain = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
         flip = table[..., _FLIP].bool()
-        kernel = self._use_kernel(images.device, self.resample_dtype)
-        crops = ops.crop_views(images, table[..., :4], size, flip, gain, self.resample_dtype, kernel)
+        use_kernel = self._use_kernel(images.device, self.resample_dtype)
+        crops = ops.crop_views(images, table[..., :4], size, flip, gain, self.resample_dtype, use_kernel)
         crops = crops.view(b * v, size, -1, size)  # (B*V, S, C, S), row r = image r // V
         table = table.view(b * v, -1)
         distinct = list(dict.fromkeys(kernels))  # block 0: no blur; block k: blur with distinct[k - 1]
@@ -291,7 +291,7 @@ class BatchViews:
         target = order.remainder(v) * b + order.div(v, rounding_mode="floor")  # row in the view-major output
         out = torch.empty(b * v, self.channels, size, size, dtype=self.dtype, device=images.device)
         mean, std = self.mean.to(images.device), self.std.to(images.device)
-        if kernel:
+        if use_kernel:
             return self._kernel_views(
                 crops, table, order, values.tolist(), counts.tolist(), distinct, target, out
             )
