@@ -135,6 +135,14 @@ def available() -> bool:
     return _library() is not None
 
 
+def _loaded() -> ctypes.CDLL:
+    """The library, or a RuntimeError saying why it cannot be built."""
+    lib = _library()
+    if lib is None:
+        raise RuntimeError(f"the compiled CPU view kernel is unavailable: {_reason}")
+    return lib
+
+
 def unavailable_reason() -> str:
     """Why :func:`available` is False ("" when it is True)."""
     available()
@@ -174,9 +182,7 @@ def views_from_crops(
     Returns:
         ``out``.
     """
-    lib = _library()
-    if lib is None:
-        raise RuntimeError(f"the compiled CPU view kernel is unavailable: {_reason}")
+    lib = _loaded()
     for name, t in (("crops", crops), ("out", out)):
         if t.device.type != "cpu" or t.dtype not in _DTYPES or not t.is_contiguous() or t.ndim != 4:
             raise ValueError(
@@ -246,9 +252,7 @@ def resize_weights(
 ) -> Tensor:
     """:func:`~lightning_tl.datamodules.batch_ops.resize_weights` (times ``gain``) on the CPU in ``dtype``
     (float32 or bfloat16), computing only the taps inside each output pixel's filter support."""
-    lib = _library()
-    if lib is None:
-        raise RuntimeError(f"the compiled CPU view kernel is unavailable: {_reason}")
+    lib = _loaded()
     if dtype not in _DTYPES:
         raise ValueError(f"resize_weights builds float32 or bfloat16 matrices, got {dtype}")
     start, length = _cpu_float(start).reshape(-1), _cpu_float(length).reshape(-1)
