@@ -16,8 +16,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_tl.datamodules import cpu_kernel as kernel_lib
-
 # ITU-R 601-2 luma weights, the ones torchvision's rgb_to_grayscale uses.
 _LUMA = (0.2989, 0.587, 0.114)
 
@@ -66,7 +64,6 @@ def crop_views(
     flip: Tensor | None = None,
     gain: float = 1.0,
     dtype: torch.dtype = torch.float32,
-    cpu_kernel: bool = False,
 ) -> Tensor:
     """V resized crops of every image at once: (B, V, size, C, size) in ``dtype`` (rows, channels, columns).
 
@@ -85,9 +82,6 @@ def crop_views(
         dtype: of the matrix products and the result. ``torch.bfloat16`` runs them several times
             faster on CPUs with AMX and on GPUs, within about one uint8 level of float32 (uint8
             pixels are exact in bfloat16; the weights and results are rounded to 8 significant bits).
-        cpu_kernel: build the resampling matrices with
-            :func:`lightning_tl.datamodules.cpu_kernel.resize_weights` (CPU images, ``dtype``
-            float32 or bfloat16; it must be available), which skips the taps outside each filter.
     """
     b, c, height, width = images.shape
     v = boxes.shape[1]
@@ -96,15 +90,11 @@ def crop_views(
     exact = torch.promote_types(dtype, torch.float32)  # weights are built at least in float32
     top, left, crop_h, crop_w = boxes.reshape(b * v, 4).to(exact).unbind(-1)  # each (B*V,)
     reverse = None if flip is None else flip.reshape(-1)
-    if cpu_kernel:
-        rows = kernel_lib.resize_weights(top, crop_h, size, height, None, gain, dtype)  # (B*V, S, H)
-        cols = kernel_lib.resize_weights(left, crop_w, size, width, reverse, 1.0, dtype)  # (B*V, S, W)
-    else:
-        rows = resize_weights(top, crop_h, size, height)  # (B*V, S, H)
-        if gain != 1.0:
-            rows.mul_(gain)
-        cols = resize_weights(left, crop_w, size, width, reverse)  # (B*V, S, W)
-        rows, cols = rows.to(dtype), cols.to(dtype)
+    rows = resize_weights(top, crop_h, size, height)  # (B*V, S, H)
+    if gain != 1.0:
+        rows.mul_(gain)
+    cols = resize_weights(left, crop_w, size, width, reverse)  # (B*V, S, W)
+    rows, cols = rows.to(dtype), cols.to(dtype)
     t = torch.bmm(rows.view(b, v * size, height), x.view(b, height, c * width))  # (B, V*S, C*W)
     out = torch.bmm(t.view(b * v, size * c, width), cols.transpose(1, 2))  # (B*V, S*C, S)
     return out.view(b, v, size, c, size)

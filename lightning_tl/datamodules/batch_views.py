@@ -166,28 +166,30 @@ def sample_view_params(spec: ViewSpec, u: Tensor, height: int, width: int) -> Te
 class BatchViews:
     """Make ``len(specs)`` augmented views of every image in a batch, each image with its own parameters.
 
-    Views of the same size are cropped together (two batched matrix products) and colour-transformed
-    together, so a batch costs a fixed handful of kernels whatever its size. Computation runs in
-    float32 on the images' device; the views are returned in ``dtype``.
+    Views of the same size are made together: on a GPU (or with ``cpu_kernel=False``) cropped with
+    two batched matrix products and colour-transformed with batched tensor ops, so a batch costs a
+    fixed handful of kernels whatever its size; on a CPU by one call of a compiled kernel per blur
+    size. Computation runs in float32 on the images' device; the views are returned in ``dtype``.
 
     Args:
         specs: one :class:`ViewSpec` per output view (e.g. ``[global] * 2 + [local] * 4``).
         channels: channels of the output views (1 or 3); 1-channel input is repeated to 3 when needed.
         mean, std: per-channel normalisation (1 value, repeated, or ``channels`` values).
         dtype: floating dtype of the returned views (e.g. ``torch.bfloat16``).
-        resample_dtype: dtype of the crop and blur matrix products. ``torch.bfloat16`` makes them
-            several times faster on CPUs with AMX and on GPUs, and the views differ from the
-            float32 ones by about one uint8 level (the per-sample uint8 pipeline rounds to whole
-            levels after every op); the colour steps always run in float32.
-        cpu_kernel: on CPU tensors, build the crop matrices and run each view's jitter, grayscale,
-            blur, solarisation and normalisation in the compiled kernel of
-            :mod:`~lightning_tl.datamodules.cpu_kernel` (a few passes over each view while it is
-            in cache instead of dozens of tensor kernels, and a blur over the kernel's taps only;
-            the views equal the eager ones within about 1e-5 of the [0, 1] range). ``None``
-            (default): use it when it compiles, else the eager ops with a warning; ``True``:
-            require it (an error says why it is unavailable); ``False``: eager ops only. GPU
-            tensors always use the eager ops. With the kernel the blur runs in
-            float32 whatever ``resample_dtype`` (which then sets the crop products' dtype).
+        resample_dtype: dtype of the eager path's crop and blur matrix products.
+            ``torch.bfloat16`` makes them several times faster on GPUs (and on CPUs with AMX), and
+            the views differ from the float32 ones by about one uint8 level (the per-sample uint8
+            pipeline rounds to whole levels after every op); the colour steps always run in
+            float32. The CPU kernel resamples and blurs in float32 whatever this is (its sparse
+            filters are faster than either dtype's matrix products); float64 selects the eager ops.
+        cpu_kernel: on CPU tensors, make the views in the compiled kernel of
+            :mod:`~lightning_tl.datamodules.cpu_kernel`: each view is resampled from its image over
+            the resize filters' nonzero taps and runs its jitter, grayscale, blur (the kernel's
+            taps only), solarisation and normalisation in a few passes while it is in cache,
+            instead of dense matrix products and dozens of tensor kernels; the views equal the
+            eager ones within about 1e-5 of the [0, 1] range. ``None`` (default): use it when it
+            compiles, else the eager ops with a warning; ``True``: require it (an error says why
+            it is unavailable); ``False``: eager ops only. GPU tensors always use the eager ops.
 
     Example::
 
@@ -269,33 +271,36 @@ class BatchViews:
     def _views_of_one_size(self, images: Tensor, table: Tensor, size: int, kernels: list[int]) -> Tensor:
         """Crop, flip and colour-transform V views of every image; ``table`` (B, V, 18), V = ``len(kernels)``.
 
-        The crops come from two batched matrix products; the rows are then ordered so that views
-        with the same blur kernel (or none) are adjacent. On a CPU with the compiled kernel, each
-        such block is one kernel call (:meth:`_kernel_views`). Otherwise the rows are transformed
-        in place a chunk at a time (gathered once, written once to their place in the output), so
-        blur and normalisation run on whole chunks and the colour steps on memory the CPU already
-        holds (on a GPU, a chunk is a whole block).
+        The rows are ordered so that views with the same blur kernel (or none) are adjacent. On a
+        CPU with the compiled kernel, each such block is one kernel call that also makes the crops
+        (:meth:`_kernel_views`). Otherwise the crops come from two batched matrix products and the
+        rows are transformed in place a chunk at a time (gathered once, written once to their place
+        in the output), so blur and normalisation run on whole chunks and the colour steps on
+        memory the CPU already holds (on a GPU, a chunk is a whole block).
         """
         b, v = table.shape[:2]
         gain = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
-        flip = table[..., _FLIP].bool()
-        use_kernel = self._use_kernel(images.device, self.resample_dtype)
-        crops = ops.crop_views(images, table[..., :4], size, flip, gain, self.resample_dtype, use_kernel)
-        crops = crops.view(b * v, size, -1, size)  # (B*V, S, C, S), row r = image r // V
-        table = table.view(b * v, -1)
+        table = table.view(b * v, -1)  # row r: view r % V of image r // V
         distinct = list(dict.fromkeys(kernels))  # block 0: no blur; block k: blur with distinct[k - 1]
         slot = torch.tensor([distinct.index(k) + 1 for k in kernels], device=table.device).repeat(b)
         keys = torch.where(table[:, _BLUR].bool(), slot, 0)  # (B*V,)
         order = torch.argsort(keys, stable=True)  # the rows of one block are adjacent
         values, counts = torch.unique_consecutive(keys[order], return_counts=True)
         target = order.remainder(v) * b + order.div(v, rounding_mode="floor")  # row in the view-major output
-        out = torch.empty(b * v, self.channels, size, size, dtype=self.dtype, device=images.device)
+        shape = (b * v, self.channels, size, size)
+        if images.device.type == "cpu":  # tens of MB written once: fewer page faults with huge pages
+            out = kernel_lib.empty_output(shape, self.dtype)
+        else:
+            out = torch.empty(shape, dtype=self.dtype, device=images.device)
         mean, std = self.mean.to(images.device), self.std.to(images.device)
-        if use_kernel:
+        if self._use_kernel(images.device, self.resample_dtype):
+            source = images if images.dtype in (torch.uint8, torch.float32) else images.float()
             return self._kernel_views(
-                crops, table, order, values.tolist(), counts.tolist(), distinct, target, out
+                source, gain, v, table, order, values.tolist(), counts.tolist(), distinct, target, out
             )
-        crops = crops.transpose(1, 2)  # (B*V, C, S, S)
+        boxes, flip = table[:, :4].view(b, v, 4), table[:, _FLIP].view(b, v).bool()
+        crops = ops.crop_views(images, boxes, size, flip, gain, self.resample_dtype)  # (B, V, S, C, S)
+        crops = crops.view(b * v, size, -1, size).transpose(1, 2)  # (B*V, C, S, S)
         # CPU: chunks that stay in cache; elsewhere (GPU): whole blocks, as few kernel launches as possible
         cpu = images.device.type == "cpu"
         chunk = max(1, _CHUNK_ELEMENTS // (self.channels * size * size)) if cpu else max(1, b * v)
@@ -316,7 +321,9 @@ class BatchViews:
 
     def _kernel_views(
         self,
-        crops: Tensor,
+        images: Tensor,
+        gain: float,
+        v: int,
         table: Tensor,
         order: Tensor,
         values: list[int],
@@ -325,8 +332,9 @@ class BatchViews:
         target: Tensor,
         out: Tensor,
     ) -> Tensor:
-        """The compiled CPU kernel's path: each blur block of views in one call, every step of a
-        view on a private copy in cache, written straight into its output row."""
+        """The compiled CPU kernel's path: each blur block of views in one call; a view is cropped
+        from its image (row ``r`` of ``table`` is a view of image ``r // v``), transformed on a
+        private copy in cache and written straight into its output row."""
         done = (
             out
             if out.dtype in (torch.float32, torch.bfloat16)
@@ -338,10 +346,18 @@ class BatchViews:
             params = table.index_select(0, rows)
             blur = None
             if block:
-                ops.check_blur_kernel(distinct[block - 1], crops.shape[1], crops.shape[3])
+                ops.check_blur_kernel(distinct[block - 1], out.shape[2], out.shape[3])
                 blur = ops.gaussian_kernels(params[:, _SIGMA], distinct[block - 1])
-            kernel_lib.views_from_crops(
-                crops, rows, params, self.mean, self.std, blur, done, target[begin : begin + count]
+            kernel_lib.views_from_images(
+                images,
+                rows.div(v, rounding_mode="floor"),
+                params,
+                self.mean,
+                self.std,
+                blur,
+                done,
+                target[begin : begin + count],
+                gain,
             )
             begin += count
         return done if done is out else out.copy_(done)
@@ -369,11 +385,11 @@ class BatchViews:
         """Whether the compiled CPU kernel makes the views (see ``cpu_kernel``) of images on ``device``."""
         if self.cpu_kernel is False or device.type != "cpu":
             return False
-        if dtype not in (torch.float32, torch.bfloat16):  # e.g. float64 resampling: eager ops
+        if dtype not in (torch.float32, torch.bfloat16):  # e.g. float64 resampling: eager ops, in float64
             if self.cpu_kernel:
                 raise ValueError(
-                    f"BatchViews(cpu_kernel=True) runs on float32 or bfloat16 crops, got resample_dtype="
-                    f"{dtype}; pass cpu_kernel=None or False for other dtypes"
+                    f"BatchViews(cpu_kernel=True) resamples in float32 (for resample_dtype float32 or "
+                    f"bfloat16), got resample_dtype={dtype}; pass cpu_kernel=None or False to resample in it"
                 )
             return False
         if kernel_lib.available():

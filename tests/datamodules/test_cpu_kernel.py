@@ -45,65 +45,72 @@ def test_kernel_and_eager_ops_make_the_same_views(in_channels: int, channels: in
         torch.testing.assert_close(f, e, atol=5e-5, rtol=0)  # normalised views (std 0.5): 5e-5 ~ 0.006 level
 
 
-@pytest.mark.parametrize("crop_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("blur", [False, True])
-def test_kernel_matches_the_eager_steps_on_hard_pixels(blur: bool, crop_dtype: torch.dtype) -> None:
+def test_kernel_matches_the_eager_steps_on_hard_pixels(blur: bool) -> None:
     """Grey pixels, ties between channels, 0 and 1: hue, saturation and contrast at their edge cases;
-    crops read in their (H, C, W) layout, in any row order, written to any output rows."""
+    whole-image crops (exact copies, mirrored when flipped) of images in any order, written to any
+    output rows."""
     spec = ViewSpec(8, jitter_strength=1.0, jitter_prob=1.0, blur_prob=0.5, blur_kernel=5, solarize_prob=0.5)
     maker = BatchViews([spec], 3, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25), cpu_kernel=False)
     table = maker.sample_params(torch.arange(48), 8, 8)[0].float()
+    table[:, :4] = torch.tensor([0.0, 0.0, 8.0, 8.0])  # the whole image: resampling is a copy
+    flip = table[:, 4].bool()
     levels = torch.tensor([0.0, 0.5, 1.0, 0.25])
     x = levels[torch.randint(0, 4, (48, 3, 8, 8), generator=torch.Generator().manual_seed(1))]
     x[:8] = x[:8, :1]  # grey images: chroma 0 everywhere
     if blur:  # as BatchViews calls it: one block of views that all blur with the same kernel size
         table[:, 15] = 1.0
     rows, target = torch.randperm(48), torch.randperm(48)
-    eager = ops.normalize_(maker._colour_block(x[rows], table, 5 if blur else None), maker.mean, maker.std)
+    crops = torch.where(flip.view(-1, 1, 1, 1), x[rows].flip(-1), x[rows])
+    eager = ops.normalize_(maker._colour_block(crops, table, 5 if blur else None), maker.mean, maker.std)
     kernels = ops.gaussian_kernels(table[:, 16], 5) if blur else None
-    crops = x.transpose(1, 2).contiguous().to(crop_dtype)  # levels are exact in bfloat16
     out = torch.full((48, 3, 8, 8), float("nan"))
-    cpu_kernel.views_from_crops(crops, rows, table, maker.mean, maker.std, kernels, out, target)
+    cpu_kernel.views_from_images(x, rows, table, maker.mean, maker.std, kernels, out, target)
     torch.testing.assert_close(out[target], eager, atol=1e-5, rtol=0)
-    assert table[:, 17].any() and not table[:, 17].all()  # solarised and plain views
+    assert flip.any() and not flip.all() and table[:, 17].any() and not table[:, 17].all()
     as_bf16 = torch.empty(48, 3, 8, 8, dtype=torch.bfloat16)
-    cpu_kernel.views_from_crops(crops, rows, table, maker.mean, maker.std, kernels, as_bf16, target)
+    cpu_kernel.views_from_images(x, rows, table, maker.mean, maker.std, kernels, as_bf16, target)
     assert torch.equal(as_bf16, out.to(torch.bfloat16))  # rounded as torch rounds
 
 
-def test_one_channel_crops_fill_three_channel_views() -> None:
+def test_one_channel_images_fill_three_channel_views() -> None:
     spec = ViewSpec(8, jitter_strength=1.0, jitter_prob=1.0)
     maker = BatchViews([spec], 3, cpu_kernel=False)
     table = maker.sample_params(torch.arange(5), 8, 8)[0].float()
+    table[:, :5] = torch.tensor([0.0, 0.0, 8.0, 8.0, 0.0])  # whole image, no flip
     x = torch.rand(5, 1, 8, 8)
     eager = ops.normalize_(maker._colour_block(x.repeat(1, 3, 1, 1), table, None), maker.mean, maker.std)
     out = torch.empty(5, 3, 8, 8)
     rows = torch.arange(5)
-    cpu_kernel.views_from_crops(
-        x.transpose(1, 2).contiguous(), rows, table, maker.mean, maker.std, None, out, rows
-    )
+    cpu_kernel.views_from_images(x, rows, table, maker.mean, maker.std, None, out, rows)
     torch.testing.assert_close(out, eager, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_resize_weights_equal_the_eager_matrices(dtype: torch.dtype) -> None:
-    g = torch.Generator().manual_seed(0)
-    for size, full in [(20, 24), (16, 7), (5, 40)]:  # enlarging and shrinking crops (antialiasing)
-        length = torch.randint(1, full + 1, (300,), generator=g).float()
-        start = (torch.rand(300, generator=g) * (full - length + 1)).floor()
-        reverse = torch.rand(300, generator=g) < 0.5
-        eager = (ops.resize_weights(start, length, size, full, reverse) * 0.25).to(dtype)
-        fast = cpu_kernel.resize_weights(start, length, size, full, reverse, 0.25, dtype)
-        assert fast.dtype == dtype and fast.shape == (300, size, full)
-        tolerance = 1e-6 if dtype == torch.float32 else 1e-2  # bfloat16: a unit in the last place
-        torch.testing.assert_close(fast.float(), eager.float(), atol=tolerance, rtol=tolerance)
-        assert torch.equal(fast == 0, eager == 0)  # the same taps, none beyond the filter's support
-    with pytest.raises(ValueError, match=r"float32 or bfloat16 matrices, got torch\.float16"):
-        cpu_kernel.resize_weights(torch.zeros(2), torch.ones(2), 4, 4, dtype=torch.float16)
-    with pytest.raises(ValueError, match="got 2 and 3 values, size=4, full=4"):
-        cpu_kernel.resize_weights(torch.zeros(2), torch.ones(3), 4, 4)
-    with pytest.raises(ValueError, match="reverse needs 2 flags, got 1"):
-        cpu_kernel.resize_weights(torch.zeros(2), torch.ones(2), 4, 4, torch.ones(1, dtype=torch.bool))
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+@pytest.mark.parametrize(("size", "height", "width"), [(20, 24, 24), (16, 7, 30), (5, 40, 33), (12, 12, 12)])
+def test_crops_equal_the_eager_resampling(size: int, height: int, width: int, dtype: torch.dtype) -> None:
+    """Enlarging and shrinking (antialiased) crops of square and oblong images, flipped or not: the
+    kernel's sparse filters give the eager dense matrix products' crops."""
+    g = torch.Generator().manual_seed(size)
+    n = 200
+    images = torch.randint(0, 256, (50, 3, height, width), generator=g, dtype=torch.uint8)
+    box_h = torch.randint(1, height + 1, (n,), generator=g)
+    box_w = torch.randint(1, width + 1, (n,), generator=g)
+    top = (torch.rand(n, generator=g) * (height - box_h + 1)).floor()
+    left = (torch.rand(n, generator=g) * (width - box_w + 1)).floor()
+    table = torch.zeros(n, 18)  # no colour steps: the views are the crops
+    table[:, :5] = torch.stack(
+        [top, left, box_h.float(), box_w.float(), (torch.rand(n, generator=g) < 0.5)], 1
+    )
+    rows = torch.randint(0, 50, (n,), generator=g)
+    gain = 1 / 255 if dtype == torch.uint8 else 1.0
+    source = images if dtype == torch.uint8 else images.float() / 255
+    out = torch.empty(n, 3, size, size)
+    cpu_kernel.views_from_images(
+        source, rows, table, torch.zeros(3), torch.ones(3), None, out, torch.arange(n), gain
+    )
+    eager = ops.crop_views(images[rows], table[:, None, :4], size, table[:, None, 4].bool(), 1 / 255)
+    torch.testing.assert_close(out, eager[:, 0].transpose(1, 2), atol=1e-6, rtol=0)
 
 
 def test_result_does_not_depend_on_the_thread_count() -> None:
@@ -139,11 +146,13 @@ def test_without_a_compiler_views_fall_back_to_eager_ops_with_a_warning(no_kerne
 
 
 def _call(**changes: object) -> torch.Tensor:
-    """views_from_crops on 2 valid 4x4 RGB views, with some arguments replaced."""
+    """views_from_images on 2 valid 4x4 RGB views of 5x6 images, with some arguments replaced."""
+    table = torch.zeros(2, 18)
+    table[:, :4] = torch.tensor([1.0, 2.0, 4.0, 4.0])
     args: dict[str, object] = {
-        "crops": torch.zeros(2, 4, 3, 4),
+        "images": torch.zeros(2, 3, 5, 6, dtype=torch.uint8),
         "rows": torch.arange(2),
-        "table": torch.zeros(2, 18),
+        "table": table,
         "mean": torch.zeros(3),
         "std": torch.ones(3),
         "blur_kernels": None,
@@ -151,7 +160,7 @@ def _call(**changes: object) -> torch.Tensor:
         "target": torch.arange(2),
     }
     args.update(changes)
-    return cpu_kernel.views_from_crops(**args)  # type: ignore[arg-type]
+    return cpu_kernel.views_from_images(**args)  # type: ignore[arg-type]
 
 
 def test_bad_arguments() -> None:
@@ -161,23 +170,39 @@ def test_bad_arguments() -> None:
         BatchViews([ViewSpec(8)], 3, cpu_kernel=True, resample_dtype=torch.float64)(_images(2, 3, 8), 0)
     BatchViews([ViewSpec(8)], 3, resample_dtype=torch.float64)(_images(2, 3, 8), 0)  # auto: eager ops
     assert _call().shape == (2, 3, 4, 4)
+    box = torch.zeros(2, 18)
+    box[:, :4] = torch.tensor([2.0, 2.0, 4.0, 4.0])  # rows 2..5 of 5
     for changes, match in [
         (
-            {"crops": torch.zeros(2, 4, 3, 4, dtype=torch.float64)},
-            r"crops must be .* got \(2, 4, 3, 4\) torch.float64",
+            {"images": torch.zeros(2, 3, 5, 6, dtype=torch.float64)},
+            r"images must be a 4-d uint8 or float32 CPU tensor, got \(2, 3, 5, 6\) torch.float64",
         ),
-        ({"crops": torch.zeros(2, 4, 3, 8)[..., ::2]}, "contiguous=False"),
-        ({"out": torch.zeros(2, 2, 4, 4)}, r"C in \(1, 3\) must match crops"),
+        ({"out": torch.zeros(2, 3, 4, 8)[..., ::2]}, "contiguous=False"),
+        ({"out": torch.zeros(2, 2, 4, 4)}, r"C in \(1, 3\) must match images"),
         (
-            {"crops": torch.zeros(2, 5, 3, 4)},
-            r"must match crops .* got out \(2, 3, 4, 4\) and crops \(2, 5, 3, 4\)",
+            {"out": torch.zeros(2, 3, 4, 5)},
+            r"must match images .* got out \(2, 3, 4, 5\) and images \(2, 3, 5, 6\)",
         ),
         ({"rows": torch.tensor([0, 2])}, r"rows must hold 2 indices in \[0, 2\)"),
         ({"target": torch.arange(3)}, r"target must hold 2 indices in \[0, 2\), got shape \(3,\)"),
         ({"table": torch.zeros(2, 15)}, r"table must be \(2, >= 18\) parameter rows, got \(2, 15\)"),
+        ({"table": box}, r"crop box \[2.0, 2.0, 4.0, 4.0\] .* of view 0 is not whole pixels inside the 5x6"),
         ({"mean": torch.zeros(1)}, "mean and std need 3 values, got 1 and 3"),
-        ({"blur_kernels": torch.ones(2, 9)}, r"k odd and k // 2 < 4, got \(2, 9\)"),
-        ({"blur_kernels": torch.ones(2, 2)}, r"blur_kernels must be \(2, k\).*got \(2, 2\)"),
+        ({"blur_kernels": torch.ones(2, 9)}, r"kernel_size 9 is too large for 4x4 images"),
+        ({"blur_kernels": torch.ones(2, 2)}, r"kernel_size must be a positive odd number, got 2"),
+        (
+            {"blur_kernels": torch.ones(3, 3)},
+            r"blur_kernels must be \(2, k\), one kernel per view, got \(3, 3\)",
+        ),
     ]:
         with pytest.raises(ValueError, match=match):
             _call(**changes)
+
+
+def test_outputs_are_advised_as_huge_pages_where_linux_offers_them() -> None:
+    out = cpu_kernel.empty_output((8, 3, 512, 512), torch.bfloat16)  # 12 MB: whole 2 MB pages inside
+    assert out.shape == (8, 3, 512, 512) and out.dtype == torch.bfloat16 and out.is_contiguous()
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    offered = thp.exists() and "[never]" not in thp.read_text()
+    assert cpu_kernel.advise_huge_pages(out) == offered  # madvise(MADV_HUGEPAGE) succeeds where THP is on
+    assert not cpu_kernel.advise_huge_pages(torch.empty(1000))  # no whole 2 MB page inside: nothing to advise
