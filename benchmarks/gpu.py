@@ -6,7 +6,8 @@ One script for a lent GPU session (``python -m benchmarks.run gpu``), in four pa
    (same per-image seeds: same crops, flips and random choices; values equal to float rounding),
    with bf16 output and grayscale input.
 2. Two-view images/s of the SimCLR recipe at 32/64/96/224 px: batched on the card vs per-sample
-   torchvision v2 on one CPU thread of the same machine (what one DataLoader worker does).
+   torchvision v2 on one CPU thread of the same machine (what one DataLoader worker does), and
+   batched on that machine's CPU with all its threads (the compiled kernel where it builds).
 3. Training-step throughput of SimCLR (ResNet-18 at 32 px with the small-input stem, ResNet-50 at
    224 px) in float32, bf16 autocast, and bf16 autocast + channels_last; the views' cost on the card
    as a fraction of the step; SimCLR and MoCo step time over the backbone+head step (method overhead).
@@ -30,6 +31,7 @@ from torch import Tensor
 
 from benchmarks._timing import markdown_table
 from benchmarks.augment import photo_crops
+from lightning_tl.datamodules import cpu_kernel
 from lightning_tl.datamodules.batch_views import BatchViews
 from lightning_tl.datamodules.counter_rng import derive_seeds
 from lightning_tl.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, simclr_view_spec, view_transform
@@ -94,6 +96,13 @@ def views_throughput(sizes: tuple[int, ...] = (32, 64, 96, 224), items: int = 20
             one_view(images[i]), one_view(images[i])
         cpu_rate = per / (time.perf_counter() - start)
         torch.set_num_threads(threads)
+        on_cpu = BatchViews([spec, spec], 3, IMAGENET_MEAN, IMAGENET_STD)
+
+        def cpu_batches(make: BatchViews = on_cpu, images: Tensor = images) -> None:
+            for s in range(0, min(items, 1024), 256):
+                make(images[s : s + 256], s)
+
+        cpu_batched = min(items, 1024) / _cuda_seconds(cpu_batches, repeats=3, warmup=1)
         on_card = images.to(DEVICE)
         rates = []
         variants = (
@@ -118,6 +127,7 @@ def views_throughput(sizes: tuple[int, ...] = (32, 64, 96, 224), items: int = 20
                 f"{rates[0]:,.0f} ({rates[0] / cpu_rate:.0f}x)",
                 f"{rates[1]:,.0f} ({rates[1] / cpu_rate:.0f}x)",
                 f"{rates[2]:,.0f} ({rates[2] / cpu_rate:.0f}x)",
+                f"{cpu_batched:,.0f} ({cpu_batched / cpu_rate:.0f}x)",
             ]
         )
     header = [
@@ -126,6 +136,7 @@ def views_throughput(sizes: tuple[int, ...] = (32, 64, 96, 224), items: int = 20
         f"BatchViews on the card, float32 out (batch {batch})",
         "BatchViews, bf16 out",
         "bf16 out, bf16 crop/blur products",
+        f"BatchViews on this machine's CPU, {threads} threads (batch 256)",
     ]
     return markdown_table(header, rows)
 
@@ -266,8 +277,10 @@ def run() -> str:
     if not torch.cuda.is_available():
         return "skipped: no CUDA device (this table runs on a GPU machine)"
     card = torch.cuda.get_device_name()
+    kernel = "built" if cpu_kernel.available() else f"unavailable ({cpu_kernel.unavailable_reason()})"
     parts = [
-        f"Card: {card}; torch {torch.__version__}; CPU threads {torch.get_num_threads()}",
+        f"Card: {card}; torch {torch.__version__}; CPU threads {torch.get_num_threads()}; "
+        f"compiled CPU view kernel {kernel}",
         "#### 1. BatchViews on CUDA vs CPU (same seeds)\n\n" + check_cuda_matches_cpu(),
         "#### 2. Two-view throughput, images/s\n\n" + views_throughput(),
         "#### 3. Training steps on the card\n\n" + step_throughput(),

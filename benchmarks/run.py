@@ -1,12 +1,12 @@
 """Print benchmark tables as markdown: ``python -m benchmarks.run [TABLE ...]`` (all CPU tables by default).
 
-Tables: ``overhead``, ``augment``, ``knn``, ``device_views`` (SimCLR and views), ``moco_overhead``,
-``moco_knn`` (MoCo), ``transfer``, ``freeze_speed``, ``probe_lr``, ``freeze_rule`` (layer freezing),
-``dann_fashion_mnist``, ``dann_digits`` (domain adaptation), ``policy_accuracy``, ``policy_throughput``
-(augmentation policies), ``adapters``, ``adapter_latency`` (residual adapters),
-``clip_zero_shot``, ``clip_overhead`` (CLIP),
-``gpu`` (on a CUDA card: on-device views, bf16 steps), ``transfer_gpu`` (freezing strategies with a
-strong source model; meant for a GPU).
+Tables: ``overhead``, ``augment``, ``views_threads`` (BatchViews on CPU threads), ``knn``,
+``device_views`` (SimCLR and views), ``moco_overhead``, ``moco_knn`` (MoCo), ``transfer``,
+``freeze_speed``, ``probe_lr``, ``freeze_rule`` (layer freezing), ``dann_fashion_mnist``,
+``dann_digits`` (domain adaptation), ``policy_accuracy``, ``policy_throughput`` (augmentation
+policies), ``adapters``, ``adapter_latency`` (residual adapters), ``clip_zero_shot``,
+``clip_overhead`` (CLIP), ``gpu`` (on a CUDA card: on-device views, bf16 steps), ``transfer_gpu``
+(freezing strategies with a strong source model; meant for a GPU).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from benchmarks import (
     augment,
     augment_policies,
     clip,
+    cpu_threads,
     dann,
     device_views,
     freezing,
@@ -36,6 +37,7 @@ from benchmarks import (
 TABLES = {
     "overhead": overhead.run,
     "augment": augment.run,
+    "views_threads": cpu_threads.run,
     "knn": quickstart_knn.run,
     "device_views": device_views.run,
     "moco_overhead": moco_overhead.run,

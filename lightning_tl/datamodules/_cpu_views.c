@@ -12,13 +12,16 @@
  * output row. Compiled at first use by lightning_tl/datamodules/cpu_kernel.py and called through
  * ctypes (which releases the GIL, so several threads can each take a share of the views).
  *
- * Entry point: ltl_views. The parameter table is float32 (n, stride) with the BatchViews columns:
+ * Entry points: ltl_views and ltl_openmp. The parameter table is float32 (n, stride) with the BatchViews columns:
  * 0..3 = crop top, left, height, width, 4 = flip, 5 = jitter applied, 6..9 = brightness, contrast,
  * saturation factors and hue shift, 10..13 = the op at each position, 14 = grayscale, 15 = blur
  * applied, 17 = solarise.
  */
 #include <float.h>
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -329,17 +332,17 @@ static inline uint16_t to_bf16(float value) { /* round to nearest even, as torch
     return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
-/* Views [begin, end) of one block. View i is cut from image src_rows[i] of src, (n_src, src_c,
+/* Views [begin, end) of one block, on one thread. View i is cut from image src_rows[i] of src, (n_src, src_c,
  * full_h, full_w) uint8 (times gain) or float32, with its crop box and flip (table columns 0..4) and
  * resized to size x size, repeating a single channel when c = 3; runs jitter (in its own op order),
  * grayscale, blur (when blur_kernels is not NULL and its blur flag is set), solarisation and
  * normalisation on a private copy in cache; and writes the result to row target[i] of out,
  * (n_out, c, size, size) float32 or bfloat16. table and blur_kernels have one row per view i.
  * Returns 0, or -1 when scratch memory ran out. */
-int ltl_views(const void *src, int src_u8, int64_t src_c, int64_t full_h, int64_t full_w, float gain,
-              const int64_t *src_rows, void *out, int out_bf16, const int64_t *target, const float *table,
-              int64_t stride, const float *blur_kernels, int64_t k, const float *mean, const float *std,
-              int64_t begin, int64_t end, int64_t c, int64_t size) {
+static int views(const void *src, int src_u8, int64_t src_c, int64_t full_h, int64_t full_w, float gain,
+                 const int64_t *src_rows, void *out, int out_bf16, const int64_t *target, const float *table,
+                 int64_t stride, const float *blur_kernels, int64_t k, const float *mean, const float *std,
+                 int64_t begin, int64_t end, int64_t c, int64_t size) {
     int64_t hw = size * size, volume = c * hw, full = full_h > full_w ? full_h : full_w;
     /* scratch: the view, the blur's (volume + size + k), the resampled rows (src_c * full_h * size),
      * a padded source line (2 * full + 32), both axes' weights and the padded column taps (size *
@@ -394,4 +397,42 @@ int ltl_views(const void *src, int src_u8, int64_t src_c, int64_t full_h, int64_
     }
     free(img);
     return 0;
+}
+
+/* Views [begin, end) as views() makes them, cut into contiguous shares for `threads` threads.
+ * Built with OpenMP, the threads are those of the OpenMP runtime already in the process (the
+ * loader gives this library the libgomp that PyTorch loaded, by its soname), so they are the
+ * threads PyTorch's own kernels run on, not a second set competing with them for the cores;
+ * without OpenMP the caller runs a share per thread itself. Returns 0, or -1 when scratch memory
+ * ran out. */
+int ltl_views(const void *src, int src_u8, int64_t src_c, int64_t full_h, int64_t full_w, float gain,
+              const int64_t *src_rows, void *out, int out_bf16, const int64_t *target, const float *table,
+              int64_t stride, const float *blur_kernels, int64_t k, const float *mean, const float *std,
+              int64_t begin, int64_t end, int64_t c, int64_t size, int threads) {
+#ifdef _OPENMP
+    if (threads > 1 && end - begin > 1) {
+        int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+        {
+            int64_t share = omp_get_num_threads(), me = omp_get_thread_num(), n = end - begin;
+            failed |= views(src, src_u8, src_c, full_h, full_w, gain, src_rows, out, out_bf16, target, table, stride,
+                            blur_kernels, k, mean, std, begin + n * me / share, begin + n * (me + 1) / share, c,
+                            size) != 0;
+        }
+        return failed ? -1 : 0;
+    }
+#else
+    (void)threads;
+#endif
+    return views(src, src_u8, src_c, full_h, full_w, gain, src_rows, out, out_bf16, target, table, stride,
+                 blur_kernels, k, mean, std, begin, end, c, size);
+}
+
+/* 1 when built with OpenMP (ltl_views then runs its own threads), else 0. */
+int ltl_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
 }

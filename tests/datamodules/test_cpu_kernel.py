@@ -206,3 +206,46 @@ def test_outputs_are_advised_as_huge_pages_where_linux_offers_them() -> None:
     offered = thp.exists() and "[never]" not in thp.read_text()
     assert cpu_kernel.advise_huge_pages(out) == offered  # madvise(MADV_HUGEPAGE) succeeds where THP is on
     assert not cpu_kernel.advise_huge_pages(torch.empty(1000))  # no whole 2 MB page inside: nothing to advise
+
+
+def test_openmp_build_shares_pytorchs_runtime_and_the_plain_build_makes_the_same_views(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Built with OpenMP, the library uses the libgomp PyTorch loaded (one OpenMP runtime in the
+    process); built without (a compiler without OpenMP), Python threads share the views instead."""
+    assert cpu_kernel.uses_openmp()  # GCC here: the first flag set builds
+    maps = [line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()]
+    # GCC's runtime by its soname (scikit-learn's wheel maps a private copy under another name)
+    runtimes = {path for path in maps if Path(path).name.startswith("libgomp.so")}
+    assert len(runtimes) == 1, runtimes
+    spec = ViewSpec(16, jitter_strength=1.0, grayscale_prob=0.2, blur_prob=0.5, blur_kernel=3)
+    images = _images(40, 3, 20)
+    with_openmp = BatchViews([spec] * 2, 3, cpu_kernel=True)(images, 5)
+    monkeypatch.setenv("LIGHTNING_TL_OPENMP", "0")
+    monkeypatch.setenv("LIGHTNING_TL_CACHE", str(tmp_path))
+    cpu_kernel._library.cache_clear()
+    try:
+        assert not cpu_kernel.uses_openmp()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            plain = BatchViews([spec] * 2, 3, cpu_kernel=True)(images, 5)
+        finally:
+            torch.set_num_threads(threads)
+    finally:
+        monkeypatch.undo()
+        cpu_kernel._library.cache_clear()
+    assert all(torch.equal(a, b) for a, b in zip(with_openmp, plain, strict=True))
+
+
+def test_a_bad_openmp_switch_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIGHTNING_TL_OPENMP", "yes")
+    cpu_kernel._library.cache_clear()
+    try:
+        assert not cpu_kernel.available()
+        assert cpu_kernel.unavailable_reason() == "LIGHTNING_TL_OPENMP must be 0 or 1, got 'yes'"
+        with pytest.raises(RuntimeError, match=r"cpu_kernel=True\) needs the compiled CPU view kernel.*got 'yes'"):
+            BatchViews([ViewSpec(8)], 3, cpu_kernel=True)(_images(2, 3, 8), 0)
+    finally:
+        monkeypatch.undo()
+        cpu_kernel._library.cache_clear()
