@@ -280,7 +280,7 @@ class BatchViews:
         """
         b, v = table.shape[:2]
         gain = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
-        table = table.view(b * v, -1)  # row r: view r % V of image r // V
+        table = table.reshape(b * v, table.shape[-1])  # row r: view r % V of image r // V
         distinct = list(dict.fromkeys(kernels))  # block 0: no blur; block k: blur with distinct[k - 1]
         slot = torch.tensor([distinct.index(k) + 1 for k in kernels], device=table.device).repeat(b)
         keys = torch.where(table[:, _BLUR].bool(), slot, 0)  # (B*V,)
@@ -300,7 +300,7 @@ class BatchViews:
             )
         boxes, flip = table[:, :4].view(b, v, 4), table[:, _FLIP].view(b, v).bool()
         crops = ops.crop_views(images, boxes, size, flip, gain, self.resample_dtype)  # (B, V, S, C, S)
-        crops = crops.view(b * v, size, -1, size).transpose(1, 2)  # (B*V, C, S, S)
+        crops = crops.view(b * v, size, crops.shape[3], size).transpose(1, 2)  # (B*V, C, S, S)
         # CPU: chunks that stay in cache; elsewhere (GPU): whole blocks, as few kernel launches as possible
         cpu = images.device.type == "cpu"
         chunk = max(1, _CHUNK_ELEMENTS // (self.channels * size * size)) if cpu else max(1, b * v)

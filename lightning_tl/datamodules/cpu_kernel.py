@@ -118,7 +118,7 @@ def _library() -> ctypes.CDLL | None:
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
-    """Set the C signature of the library's entry point."""
+    """Set the C signatures of the library's entry points."""
     lib.ltl_views.restype = ctypes.c_int
     lib.ltl_views.argtypes = [
         ctypes.c_void_p,  # images

@@ -143,7 +143,7 @@ def test_views_depend_only_on_each_images_seed() -> None:
     assert all(torch.equal(a, b) for a, b in zip(from_int, maker(images, 1234), strict=True))
 
 
-@pytest.mark.parametrize("batch", [1, 7])
+@pytest.mark.parametrize("batch", [0, 1, 7])
 def test_dtypes_and_batch_sizes(batch: int) -> None:
     images = _uint8(batch, 3, 32, 32)
     spec = simclr_view_spec(32, 3, blur=True)
@@ -153,6 +153,11 @@ def test_dtypes_and_batch_sizes(batch: int) -> None:
     torch.testing.assert_close(bf16.float(), f32, atol=0.02, rtol=0.01)
     as_float = BatchViews([spec], 3)(images.float() / 255, 0)[0]  # float input in [0, 1]
     torch.testing.assert_close(as_float, f32)
+    as_bf16 = BatchViews([spec], 3)((images.float() / 255).bfloat16(), 0)[0]  # rounded input pixels
+    eager = BatchViews([spec], 3, cpu_kernel=False)(images, 0)[0]  # the GPU path, here on the CPU
+    torch.testing.assert_close(eager, f32, atol=5e-5, rtol=0)
+    assert as_bf16.dtype == torch.float32 and as_bf16.shape == f32.shape
+    torch.testing.assert_close(as_bf16, f32, atol=0.05, rtol=0)  # 2^-9 of the input, through jitter gains
 
 
 def test_bad_arguments() -> None:
