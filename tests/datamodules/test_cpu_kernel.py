@@ -244,7 +244,8 @@ def test_a_bad_openmp_switch_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         assert not cpu_kernel.available()
         assert cpu_kernel.unavailable_reason() == "LIGHTNING_TL_OPENMP must be 0 or 1, got 'yes'"
-        with pytest.raises(RuntimeError, match=r"cpu_kernel=True\) needs the compiled CPU view kernel.*got 'yes'"):
+        needs = r"cpu_kernel=True\) needs the compiled CPU view kernel.*got 'yes'"
+        with pytest.raises(RuntimeError, match=needs):
             BatchViews([ViewSpec(8)], 3, cpu_kernel=True)(_images(2, 3, 8), 0)
     finally:
         monkeypatch.undo()
