@@ -12,10 +12,10 @@
  * output row. Compiled at first use by lightning_tl/datamodules/cpu_kernel.py and called through
  * ctypes (which releases the GIL, so several threads can each take a share of the views).
  *
- * Entry points: ltl_views and ltl_openmp. The parameter table is float32 (n, stride) with the BatchViews columns:
- * 0..3 = crop top, left, height, width, 4 = flip, 5 = jitter applied, 6..9 = brightness, contrast,
- * saturation factors and hue shift, 10..13 = the op at each position, 14 = grayscale, 15 = blur
- * applied, 17 = solarise.
+ * Entry points: ltl_views and ltl_openmp. The parameter table is float32 (n, stride) with the
+ * BatchViews columns: 0..3 = crop top, left, height, width, 4 = flip, 5 = jitter applied, 6..9 =
+ * brightness, contrast, saturation factors and hue shift, 10..13 = the op at each position, 14 =
+ * grayscale, 15 = blur applied, 17 = solarise.
  */
 #include <float.h>
 #include <math.h>
@@ -241,8 +241,8 @@ static void axis_weights(float lo, float length, int64_t size, int64_t full, int
 
 /* The crop box t[0..3] of a (src_c, full_h, full_w) source image (uint8 or float32), flipped when
  * t[4] is set, resized to (c, size, size) float32 at img: along each needed source row first
- * (into rows), then along columns with whole vectors. s holds the scratch described at
- * ltl_views. One source channel fills all c output channels. */
+ * (into rows), then along columns with whole vectors. The other pointers are the scratch that
+ * views() lays out. One source channel fills all c output channels. */
 static void resample(const void *src, int src_u8, int64_t src_c, int64_t full_h, int64_t full_w, const float *t,
                      float gain, int64_t c, int64_t size, float *restrict img, float *restrict rows,
                      float *restrict line, float *restrict wy, float *restrict wx, float *restrict taps_x,
@@ -332,11 +332,11 @@ static inline uint16_t to_bf16(float value) { /* round to nearest even, as torch
     return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
-/* Views [begin, end) of one block, on one thread. View i is cut from image src_rows[i] of src, (n_src, src_c,
- * full_h, full_w) uint8 (times gain) or float32, with its crop box and flip (table columns 0..4) and
- * resized to size x size, repeating a single channel when c = 3; runs jitter (in its own op order),
- * grayscale, blur (when blur_kernels is not NULL and its blur flag is set), solarisation and
- * normalisation on a private copy in cache; and writes the result to row target[i] of out,
+/* Views [begin, end) of one block, on one thread. View i is cut from image src_rows[i] of src,
+ * (n_src, src_c, full_h, full_w) uint8 (times gain) or float32, with its crop box and flip (table
+ * columns 0..4) and resized to size x size, repeating a single channel when c = 3; runs jitter
+ * (in its own op order), grayscale, blur (when blur_kernels is not NULL and its blur flag is set)
+ * on a private copy in cache; and writes it, solarised and normalised, to row target[i] of out,
  * (n_out, c, size, size) float32 or bfloat16. table and blur_kernels have one row per view i.
  * Returns 0, or -1 when scratch memory ran out. */
 static int views(const void *src, int src_u8, int64_t src_c, int64_t full_h, int64_t full_w, float gain,

@@ -292,12 +292,12 @@ class BatchViews:
             out = kernel_lib.empty_output(shape, self.dtype)
         else:
             out = torch.empty(shape, dtype=self.dtype, device=images.device)
-        mean, std = self.mean.to(images.device), self.std.to(images.device)
-        if self._use_kernel(images.device, self.resample_dtype):
+        if self._use_kernel(images.device):
             source = images if images.dtype in (torch.uint8, torch.float32) else images.float()
             return self._kernel_views(
                 source, gain, v, table, order, values.tolist(), counts.tolist(), distinct, target, out
             )
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
         boxes, flip = table[:, :4].view(b, v, 4), table[:, _FLIP].view(b, v).bool()
         crops = ops.crop_views(images, boxes, size, flip, gain, self.resample_dtype)  # (B, V, S, C, S)
         crops = crops.view(b * v, size, crops.shape[3], size).transpose(1, 2)  # (B*V, C, S, S)
@@ -345,8 +345,7 @@ class BatchViews:
             rows = order[begin : begin + count]
             params = table.index_select(0, rows)
             blur = None
-            if block:
-                ops.check_blur_kernel(distinct[block - 1], out.shape[2], out.shape[3])
+            if block:  # views_from_images checks the kernel size against the views'
                 blur = ops.gaussian_kernels(params[:, _SIGMA], distinct[block - 1])
             kernel_lib.views_from_images(
                 images,
@@ -381,10 +380,11 @@ class BatchViews:
         _on_rows(y, table[:, _SOLAR], lambda rows, img: ops.solarize(img))
         return y
 
-    def _use_kernel(self, device: torch.device, dtype: torch.dtype) -> bool:
+    def _use_kernel(self, device: torch.device) -> bool:
         """Whether the compiled CPU kernel makes the views (see ``cpu_kernel``) of images on ``device``."""
         if self.cpu_kernel is False or device.type != "cpu":
             return False
+        dtype = self.resample_dtype
         if dtype not in (torch.float32, torch.bfloat16):  # e.g. float64 resampling: eager ops, in float64
             if self.cpu_kernel:
                 raise ValueError(
