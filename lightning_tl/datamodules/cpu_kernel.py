@@ -13,8 +13,9 @@ machine with the system C compiler (``$CC``, else ``cc``/``gcc``), cached under
 (which releases the GIL during the call). Views are shared among ``torch.get_num_threads()``
 threads: built with OpenMP (GCC's ``-fopenmp``), those of the OpenMP runtime PyTorch already
 loaded, so they do not compete for the cores with PyTorch's own threads (measured on a 16-core
-machine: separate Python threads ran 4x slower at 16 threads than at 8, while PyTorch's threads
-still spun after its last parallel kernel); otherwise as many Python threads.
+machine, ``benchmarks/cpu_threads.py``: separate Python threads ran 2.8x slower at 16 threads than
+at 8, while PyTorch's threads still spun after its last parallel kernel); otherwise as many Python
+threads.
 ``LIGHTNING_TL_OPENMP=0`` builds without OpenMP (e.g. where PyTorch uses another OpenMP runtime,
 which a second one would compete with).
 
