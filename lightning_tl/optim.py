@@ -13,7 +13,6 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import timm.optim
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -42,6 +41,8 @@ def create_optimizer(
     """
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}.")
+    import timm.optim
+
     known = [str(n) for n in timm.optim.list_optimizers()]
     if name.lower() not in known:
         raise ValueError(f"Unknown optimizer {name!r}; timm knows: {', '.join(known)}.")

@@ -40,8 +40,27 @@ def test_unknown_name_lists_close_matches() -> None:
 
 
 def test_missing_weight_file_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt' is not a file"):
         create_backbone("resnet18", pretrained=str(tmp_path / "nope.pt"))
+    with pytest.raises(FileNotFoundError, match="is not a file"):
+        create_backbone("timm/resnet18", pretrained="weights.safetensors")
+
+
+def test_pretrained_false_is_random_and_models_without_weights_say_so() -> None:
+    assert create_backbone("resnet18", pretrained=False).data_config is None
+    with pytest.raises(ValueError, match=r"'timm/resnetblur18' has no pretrained weights"):
+        create_backbone("timm/resnetblur18", pretrained=True)
+
+
+def test_small_input_none_follows_a_local_file(tmp_path: Path) -> None:
+    torch.save(create_backbone("resnet18", small_input=True).model.state_dict(), tmp_path / "small.pt")
+    torch.save(create_backbone("resnet18").model.state_dict(), tmp_path / "big.pt")
+    assert create_backbone("resnet18", pretrained=str(tmp_path / "small.pt")).model.conv1.kernel_size == (
+        3,
+        3,
+    )
+    assert create_backbone("resnet18", pretrained=str(tmp_path / "big.pt")).model.conv1.kernel_size == (7, 7)
+    assert create_backbone("resnet18").model.conv1.kernel_size == (7, 7)  # no weights: as built
 
 
 def test_loads_plain_torchvision_state_dict_with_classifier(tmp_path: Path) -> None:

@@ -199,3 +199,89 @@ def test_other_bad_arguments() -> None:
         CLIP(model_name="ViT-B-32", pretrained="/nonexistent/ViT-B-32.pt")
     with pytest.raises(ValueError, match="SigLIP"):
         CLIP(model_name="ViT-B-16-SigLIP")
+
+
+# ---- Hugging Face text towers and hf-hub: models, from a Hugging Face cache the test fills ----------
+TINY_BERT = "lightning-tl/tiny-bert"
+BERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "the", "digit", "."]
+TINY_HF_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {
+        "hf_model_name": TINY_BERT,
+        "hf_tokenizer_name": TINY_BERT,
+        "hf_proj_type": "linear",
+        "hf_pooler_type": "cls_pooler",
+        "context_length": 16,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_hf_clip_name(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A CLIP with a 1-layer BERT text tower: BERT config and WordPiece tokenizer in the HF cache."""
+    pytest.importorskip("transformers")
+    from hub_cache import fill_hf_file
+
+    vocab = BERT_VOCAB + list("abcdefghijklmnopqrstuvwxyz0123456789")
+    fill_hf_file(TINY_BERT, "vocab.txt", "\n".join(vocab) + "\n")
+    tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 16}
+    fill_hf_file(TINY_BERT, "tokenizer_config.json", json.dumps(tokenizer_config))
+    bert = {
+        "model_type": "bert",
+        "vocab_size": len(vocab),
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 32,
+        "pad_token_id": 0,
+    }
+    fill_hf_file(TINY_BERT, "config.json", json.dumps(bert))
+    folder = tmp_path_factory.mktemp("open_clip_hf_configs")
+    (folder / "lightning-tl-tiny-hf.json").write_text(json.dumps(TINY_HF_CLIP))
+    open_clip.add_model_config(folder)
+    return "lightning-tl-tiny-hf"
+
+
+def test_hf_text_tower_loads_a_checkpoint_with_its_own_tokenizer(
+    tiny_hf_clip_name: str, tmp_path: Path
+) -> None:
+    from lightning_tl.datamodules.captions import create_tokenizer
+
+    reference = open_clip.create_model(tiny_hf_clip_name, pretrained_text=False).eval()
+    torch.save(reference.state_dict(), tmp_path / "tiny_hf.pt")
+    model = CLIP(model_name=tiny_hf_clip_name, pretrained=str(tmp_path / "tiny_hf.pt")).eval()
+    tokenizer = create_tokenizer(tiny_hf_clip_name, context_length=16)
+    assert type(tokenizer).__name__ == "HFTokenizer"
+    tokens = tokenizer(["a photo of the digit 3.", "the digit 7"])  # (2, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_text(tokens), reference.encode_text(tokens, normalize=True))
+    # the datamodule must tokenize as the model reads: CLIP's BPE does not fit a BERT text tower
+    with pytest.raises(
+        ValueError, match=r"tokenizes with open_clip's CLIP BPE.*set data tokenizer: lightning"
+    ):
+        trainer(1).fit(model, digits(context_length=16, image_size=32, rgb=True))
+    # a random init starts the text tower from its language model: not cached here
+    with pytest.raises(FileNotFoundError, match=r"models--lightning-tl--tiny-bert.*hf download"):
+        CLIP(model_name=tiny_hf_clip_name)
+
+
+def test_hf_hub_model_loads_config_and_weights_from_the_cache(tiny_open_clip_name: str) -> None:
+    from hub_cache import fill_hf_file, fill_hf_safetensors
+
+    reference = open_clip.create_model(tiny_open_clip_name)
+    fill_hf_file("lightning-tl/tiny-clip", "open_clip_config.json", json.dumps({"model_cfg": TINY_OPEN_CLIP}))
+    fill_hf_safetensors("lightning-tl/tiny-clip", "open_clip_model.safetensors", reference.state_dict())
+    for kwargs in (
+        {"model_name": "hf-hub:lightning-tl/tiny-clip"},
+        {"pretrained": "hf-hub:lightning-tl/tiny-clip"},
+    ):
+        model = CLIP(**kwargs)  # type: ignore[arg-type]
+        assert model.context_length == CONTEXT
+        for key, value in reference.state_dict().items():
+            torch.testing.assert_close(model.model.state_dict()[key], value, rtol=0, atol=0)
+    with pytest.raises(
+        FileNotFoundError, match=r"models--lightning-tl--absent.*hf download lightning-tl/absent"
+    ):
+        CLIP(model_name="hf-hub:lightning-tl/absent")

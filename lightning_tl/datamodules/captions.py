@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 from torch import Tensor
 
@@ -50,28 +49,51 @@ DIGIT_CAPTION_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "se
 
 
 def create_tokenizer(name: str | None = None, context_length: int = 77) -> Any:
-    """open_clip's tokenizer: CLIP's byte-pair encoding, whose vocabulary ships inside open_clip (offline).
+    """open_clip's tokenizer for a model: CLIP's byte-pair encoding (bundled with open_clip, offline) or,
+    for models with a Hugging Face text tower, that model's Hugging Face tokenizer (from the HF cache).
 
     Args:
-        name: an open_clip model name whose tokenizer to use, or None for CLIP's ``SimpleTokenizer``.
+        name: an open_clip model name (or ``hf-hub:org/name``) whose tokenizer to use
+            (``open_clip.get_tokenizer``), or None for CLIP's ``SimpleTokenizer``.
         context_length: tokens per caption (start and end tokens included; longer captions are cut).
+
+    Raises:
+        ValueError: unknown model name or too short ``context_length``.
+        ImportError: the model's tokenizer needs ``transformers``, which is not installed.
+        WeightsNotCachedError: a Hugging Face tokenizer that is not cached (offline / no network).
     """
+    import open_clip
+
     if context_length < 3:
         raise ValueError(f"context_length must be >= 3 (start, one token, end), got {context_length}")
     if name is None:
         return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
-    if name not in open_clip.list_models():
+    if not name.startswith("hf-hub:") and name not in open_clip.list_models():
         raise ValueError(
-            f"unknown open_clip model {name!r} for the tokenizer; open_clip.list_models() lists them"
+            f"unknown open_clip model {name!r} for the tokenizer; open_clip.list_models() lists them "
+            "('hf-hub:org/name' for a model on the Hugging Face hub)"
         )
-    tokenizer = open_clip.get_tokenizer(name, context_length=context_length)
-    if not isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer):
-        raise ValueError(
-            f"{name!r} uses a {type(tokenizer).__name__}, whose vocabulary is downloaded; "
-            "use tokenizer: null "
-            "(CLIP's bundled BPE) with a model that has open_clip's own text transformer"
-        )
+    from lightning_tl.modules._clip_towers import open_clip_config
+
+    config = open_clip_config(name)  # checks transformers is there for a Hugging Face tokenizer
+    try:
+        tokenizer = open_clip.get_tokenizer(name, context_length=context_length)
+    except OSError as err:  # transformers' AutoTokenizer: not cached and offline / no network
+        from lightning_tl.weights import hf_cache_miss
+
+        repo = str(config.get("text_cfg", {}).get("hf_tokenizer_name") or name)
+        raise hf_cache_miss(f"the tokenizer of {name!r}", repo, err) from err
     return tokenizer
+
+
+def tokenizer_kind(tokenizer: Any) -> str:
+    """Which vocabulary ``tokenizer`` encodes with, in the words ``model_tokenizer`` of CLIP uses."""
+    inner = getattr(tokenizer, "tokenizer", None)
+    if type(tokenizer).__name__ == "HFTokenizer" and inner is not None:
+        return f"Hugging Face tokenizer {getattr(inner, 'name_or_path', '?')!r}"
+    if type(tokenizer).__name__ == "SimpleTokenizer":
+        return "open_clip's CLIP BPE"
+    return type(tokenizer).__name__
 
 
 class CaptionedImages:

@@ -8,18 +8,21 @@ Both kinds expose open_clip's interface: ``visual`` (image tower), ``encode_imag
 from __future__ import annotations
 
 import difflib
+import importlib.util
+import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
-from open_clip.transformer import TextTransformer
-from open_clip.transformer import lock_text_tower as _open_clip_lock_text
 from torch import Tensor, nn
 
 from lightning_tl.backbones import Backbone, create_backbone
 from lightning_tl.layer_groups import LayerGroup, _backbone_stages, assign
+from lightning_tl.weights import WeightsNotCachedError, hf_cache_miss, is_cache_miss, load_file
+
+HF_HUB = "hf-hub:"
 
 #: CLIP's initial temperature 0.07 (Radford et al. 2021, Sec. 2.5), stored as log(1 / 0.07).
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
@@ -78,6 +81,8 @@ class BackboneTextCLIP(nn.Module):
         text_layers: int,
         text_heads: int,
     ) -> None:
+        from open_clip.transformer import TextTransformer
+
         super().__init__()
         self.visual = visual
         self.text = TextTransformer(
@@ -98,58 +103,162 @@ class BackboneTextCLIP(nn.Module):
         return self.text(text)  # (B, E)
 
 
+def _hf_hub_config(model_name: str) -> dict[str, Any]:
+    """The ``model_cfg`` of an ``hf-hub:org/name`` open_clip repo (its ``open_clip_config.json``)."""
+    from huggingface_hub import hf_hub_download
+
+    repo = model_name[len(HF_HUB) :]
+    try:
+        path = hf_hub_download(repo, "open_clip_config.json")
+    except Exception as err:
+        if is_cache_miss(err):
+            raise hf_cache_miss(f"open_clip model {model_name!r}", repo, err) from err
+        raise
+    config = json.loads(Path(path).read_text(encoding="utf-8")).get("model_cfg")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path!r} of {model_name!r} has no 'model_cfg': it is not an open_clip model repo")
+    return config
+
+
 def open_clip_config(model_name: str) -> dict[str, Any]:
-    """The config of an ``open_clip.list_models()`` name that CLIP can train offline (checked)."""
-    names = open_clip.list_models()
-    if model_name not in names:
-        close = difflib.get_close_matches(model_name, names, n=5, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"unknown open_clip model {model_name!r}.{hint} open_clip.list_models() lists the "
-            f"{len(names)} names; or leave model_name unset for a create_backbone image tower."
-        )
-    config: dict[str, Any] = open_clip.get_model_config(model_name) or {}
-    text_cfg = config.get("text_cfg", {})
-    if text_cfg.get("hf_model_name") or text_cfg.get("hf_tokenizer_name"):
-        raise ValueError(
-            f"{model_name!r} has a Hugging Face text tower or tokenizer, which downloads its files; "
-            "choose a model with open_clip's own text transformer (e.g. 'ViT-B-32', 'RN50')"
-        )
+    """The config of an ``open_clip.list_models()`` name (or ``hf-hub:org/name``) that CLIP can train.
+
+    Raises:
+        ValueError: unknown name (close matches listed), or a SigLIP model.
+        ImportError: the model has a Hugging Face text tower or tokenizer and ``transformers`` is missing.
+    """
+    import open_clip
+
+    if model_name.startswith(HF_HUB):
+        config = _hf_hub_config(model_name)
+    else:
+        names = open_clip.list_models()
+        if model_name not in names:
+            close = difflib.get_close_matches(model_name, names, n=5, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ValueError(
+                f"unknown open_clip model {model_name!r}.{hint} open_clip.list_models() lists the "
+                f"{len(names)} names ('hf-hub:org/name' loads one from the Hugging Face hub); or leave "
+                "model_name unset for a create_backbone image tower."
+            )
+        config = open_clip.get_model_config(model_name) or {}
     if config.get("init_logit_bias") is not None or "siglip" in model_name.lower():
         raise ValueError(
             f"{model_name!r} is a SigLIP model (sigmoid loss with a logit bias); CLIP trains "
             "with the softmax contrastive loss: choose a CLIP model (e.g. 'ViT-B-32')"
         )
+    text_cfg = config.get("text_cfg", {})
+    hf_name = text_cfg.get("hf_model_name") or text_cfg.get("hf_tokenizer_name")
+    if hf_name and importlib.util.find_spec("transformers") is None:
+        raise ImportError(
+            f"{model_name!r} has a Hugging Face text tower / tokenizer ({hf_name!r}), which open_clip "
+            "builds with the transformers library: pip install transformers (or lightning-tl[hf])"
+        )
     return config
 
 
-def create_open_clip(model_name: str, pretrained: str | None) -> nn.Module:
-    """An open_clip model by ``open_clip.list_models()`` name, random or from a local checkpoint file.
+def model_tokenizer(config: dict[str, Any]) -> str:
+    """Which tokenizer an open_clip config's text tower reads (see ``captions.tokenizer_kind``)."""
+    hf_name = config.get("text_cfg", {}).get("hf_tokenizer_name")
+    return f"Hugging Face tokenizer {hf_name!r}" if hf_name else "open_clip's CLIP BPE"
 
-    The file is any checkpoint ``open_clip.load_checkpoint`` reads: a state dict, or open_clip's
-    training checkpoint ``{"state_dict": ..., "epoch": ...}`` (``module.`` prefixes are stripped).
+
+def _looks_like_path(text: str) -> bool:
+    return (
+        os.sep in text or "/" in text or Path(text).suffix.lower() in {".pt", ".pth", ".bin", ".safetensors"}
+    )
+
+
+def _hub_miss(model_name: str, what: str, hf_hub: str, err: BaseException) -> WeightsNotCachedError:
+    repo = hf_hub.rstrip("/")  # open_clip's 'org/name/' or 'org/name/file'
+    if repo.count("/") > 1:
+        repo = repo.rsplit("/", 1)[0]
+    cause = err.__context__ if isinstance(err, FileNotFoundError) and err.__context__ is not None else err
+    return hf_cache_miss(f"open_clip {what} of {model_name!r}", repo, cause)
+
+
+def create_open_clip(model_name: str, pretrained: bool | str | None) -> nn.Module:
+    """An open_clip model by name, random or with weights, through open_clip's own loader and cache.
+
+    Args:
+        model_name: an ``open_clip.list_models()`` name or ``hf-hub:org/name`` (whose config and
+            weights come from that Hugging Face repo).
+        pretrained: None / False: random (an ``hf-hub:`` model always loads its repo's weights).
+            True: only for ``hf-hub:`` models. An open_clip tag of the model (``"openai"``,
+            ``"laion2b_s34b_b79k"``; ``open_clip.list_pretrained_tags_by_model(name)``), downloaded
+            into / read from the Hugging Face cache. Or a local checkpoint file open_clip reads: a state
+            dict or open_clip's training checkpoint ``{"state_dict": ..., "epoch": ...}``.
+
+    Every file is first read with ``torch.load(weights_only=True)`` (or safetensors): a file that needs
+    pickle is refused before open_clip opens it.
     """
-    open_clip_config(model_name)
-    if pretrained is not None and not Path(pretrained).is_file():
-        raise FileNotFoundError(
-            f"pretrained={pretrained!r} is not a file: pass a local open_clip checkpoint (.pt/.bin/"
-            ".safetensors); nothing is downloaded"
-        )
-    model = open_clip.create_model(model_name, pretrained=None)
-    if pretrained is not None:
+    import open_clip
+    from open_clip.pretrained import download_pretrained, download_pretrained_from_hf, get_pretrained_cfg
+
+    hf_text = str(open_clip_config(model_name).get("text_cfg", {}).get("hf_model_name") or "")
+
+    def build(**kwargs: Any) -> nn.Module:
         try:
-            open_clip.load_checkpoint(model, pretrained)
-        except RuntimeError as err:
+            return open_clip.create_model(model_name, **kwargs)
+        except OSError as err:  # transformers' files of a Hugging Face text tower: not cached, offline
+            if not hf_text or isinstance(err, WeightsNotCachedError):
+                raise
+            raise _hub_miss(model_name, "Hugging Face text tower", hf_text, err) from err
+
+    if pretrained is False:
+        pretrained = None
+    if model_name.startswith(HF_HUB):
+        if pretrained not in (None, True):
             raise ValueError(
-                f"{pretrained!r} does not fit open_clip model {model_name!r}: {str(err)[:500]}"
-            ) from err
-    return model
+                f"{model_name!r} loads the weights of its Hugging Face repo; drop pretrained={pretrained!r}"
+            )
+        repo = model_name[len(HF_HUB) :]
+        try:
+            path = download_pretrained_from_hf(repo)
+        except (FileNotFoundError, OSError) as err:
+            raise _hub_miss(model_name, "weights", repo, err) from err
+        load_file(path, mmap=True)  # refuses pickled objects before open_clip reads the file
+        return build()
+    if pretrained is None:  # open_clip's random init (a Hugging Face text tower starts from its LM)
+        return build(pretrained=None)
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if pretrained is True:
+        raise ValueError(
+            f"pretrained=True needs a tag for open_clip model {model_name!r}: one of {tags} "
+            "(open_clip.list_pretrained_tags_by_model), or a local checkpoint file"
+        )
+    if pretrained in tags:
+        cfg = get_pretrained_cfg(model_name, pretrained)
+        try:
+            path = download_pretrained(cfg)
+        except (FileNotFoundError, OSError) as err:
+            raise _hub_miss(model_name, f"weights {pretrained!r}", str(cfg.get("hf_hub", "")), err) from err
+        load_file(path, mmap=True)
+        return build(pretrained=pretrained)
+    if not Path(pretrained).is_file():
+        if _looks_like_path(pretrained):
+            raise FileNotFoundError(
+                f"pretrained={pretrained!r} is not a file: pass a local open_clip checkpoint (.pt/.bin/"
+                f".safetensors) or one of {model_name!r}'s tags {tags}"
+            )
+        close = difflib.get_close_matches(pretrained, tags, n=5, cutoff=0.0)
+        raise ValueError(
+            f"{pretrained!r} is neither a file nor a pretrained tag of open_clip model {model_name!r}; "
+            f"its tags are {tags or 'none'}" + (f" (closest: {close})" if close else "")
+        )
+    load_file(pretrained, mmap=True)
+    try:
+        return build(pretrained=pretrained)  # open_clip's load_checkpoint, weights_only=True
+    except RuntimeError as err:
+        raise ValueError(
+            f"{pretrained!r} does not fit open_clip model {model_name!r}: {str(err)[:500]}"
+        ) from err
 
 
 def create_backbone_clip(
     image_backbone: str,
-    image_pretrained: str | None,
-    small_input: bool,
+    image_pretrained: bool | str | None,
+    small_input: bool | None,
     in_channels: int,
     backbone_kwargs: dict[str, Any] | None,
     embed_dim: int,
@@ -197,7 +306,9 @@ def lock_image_tower(model: nn.Module, unlocked_groups: int) -> None:
 
 def lock_text_tower(model: nn.Module, unlocked_layers: int) -> None:
     """Freeze the text tower except its last ``unlocked_layers`` groups (open_clip's grouping)."""
-    _open_clip_lock_text(model, unlocked_layers)
+    from open_clip.transformer import lock_text_tower as open_clip_lock_text
+
+    open_clip_lock_text(model, unlocked_layers)
 
 
 def frozen_modules(tower: nn.Module) -> list[nn.Module]:

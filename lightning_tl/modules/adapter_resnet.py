@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_tl.backbones import create_backbone
 from lightning_tl.modules._pretrain import build_warmup_cosine
+from lightning_tl.modules._pretrained import backbone_small_input, warn_data_mismatch
 from lightning_tl.modules._rng import load_rng_states, save_rng_states
 from lightning_tl.nn.adapter_merge import merge_adapters
 from lightning_tl.nn.adapters import AdapterKind, inject_adapters
@@ -35,8 +36,14 @@ class AdapterResNet(L.LightningModule):
 
     Args:
         backbone: a torchvision or timm ResNet name (``"resnet18"``, ``"timm/resnet26"``).
-        pretrained: local weight file of the backbone; None: random (a warning says so).
-        small_input: 3x3 stride-1 stem without max-pool, for 8-32 px images.
+        pretrained: the backbone's weights, as ``create_backbone`` takes them: None / False random (None
+            warns); True the hub weights of ``backbone`` (timm tag, e.g. ``"timm/resnet50.a1_in1k"``, or
+            torchvision's DEFAULT); a torchvision weights name (``"IMAGENET1K_V2"``); or a local file
+            (.safetensors, state dict, timm/torchvision checkpoint, Lightning .ckpt of ours), read
+            without unpickling. At fit start a warning names any difference between the
+            datamodule's mean/std / image size and the hub weights'.
+        small_input: 3x3 stride-1 stem without max-pool, for 8-32 px images. None: True without
+            weights; with weights, what they need (hub weights: False; a local file: its own stem).
         in_channels: image channels (linked from the datamodule by the CLI).
         num_classes: classes per domain, ``{domain: n}`` (linked from a MultiDomainDataModule), or
             one int for every domain in ``domains``.
@@ -54,8 +61,8 @@ class AdapterResNet(L.LightningModule):
     def __init__(
         self,
         backbone: str = "resnet18",
-        pretrained: str | None = None,
-        small_input: bool = True,
+        pretrained: bool | str | None = None,
+        small_input: bool | None = None,
         in_channels: int = 3,
         num_classes: int | dict[str, int] = 10,
         domains: list[str] | None = None,
@@ -88,12 +95,17 @@ class AdapterResNet(L.LightningModule):
         self.save_hyperparameters()
         if pretrained is None:
             warnings.warn(
-                "AdapterResNet: pretrained=None, the frozen backbone is randomly initialised; pass a local "
-                "weight file (pretrained=...) to adapt pre-trained features.",
+                "AdapterResNet: pretrained=None, the frozen backbone is randomly initialised; pass "
+                "pretrained=True (hub weights), a torchvision weights name or a local weight file to "
+                "adapt pre-trained features.",
                 stacklevel=2,
             )
         self.backbone = create_backbone(
-            backbone, pretrained, small_input=small_input, in_chans=in_channels, model_kwargs=model_kwargs
+            backbone,
+            pretrained,
+            small_input=backbone_small_input(small_input, pretrained, True),
+            in_chans=in_channels,
+            model_kwargs=model_kwargs,
         )
         self.backbone_params = sum(p.numel() for p in self.backbone.parameters())
         inject_adapters(self.backbone, kind, list(classes), num_classes=classes)
@@ -188,6 +200,10 @@ class AdapterResNet(L.LightningModule):
         optimizer = create_optimizer(self, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
         scheduler = build_warmup_cosine(self, optimizer, hp.warmup_epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_fit_start(self) -> None:
+        """Warn when the datamodule's normalisation or image size differ from the pretrained weights'."""
+        warn_data_mismatch(self, getattr(self.backbone, "data_config", None))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         save_rng_states(checkpoint)

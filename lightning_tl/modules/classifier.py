@@ -13,7 +13,6 @@ import warnings
 from typing import Any
 
 import lightning as L
-import timm.optim
 import torch.nn.functional as F
 from torch import Tensor
 from torch.optim import Optimizer
@@ -23,6 +22,7 @@ from lightning_tl.backbones import create_backbone
 from lightning_tl.callbacks.freezing import find_freeze_schedule
 from lightning_tl.datamodules.mixing import MixItem
 from lightning_tl.heads import LinearHead
+from lightning_tl.modules._pretrained import backbone_small_input, warn_data_mismatch
 from lightning_tl.modules._rng import load_rng_states, save_rng_states
 from lightning_tl.optim import param_groups, warmup_cosine_scheduler
 
@@ -32,10 +32,15 @@ class ImageClassifier(L.LightningModule):
 
     Args:
         backbone: ``create_backbone`` name (``"resnet18"``, ``"timm/resnet26"``).
-        pretrained: local weight file for the backbone (a state dict, timm/torchvision checkpoint or a
-            Lightning checkpoint of ours, e.g. a SimCLR or ImageClassifier run). None: random
-            initialisation (a warning says so: freezing a random backbone is rarely what you want).
-        small_input: 3x3 stride-1 stem without max-pool, for 8-32 px images.
+        pretrained: the backbone's weights, as ``create_backbone`` takes them: None / False random; True
+            the hub weights of ``backbone`` (timm tag, e.g. ``"timm/resnet50.a1_in1k"``, or
+            torchvision's DEFAULT); a torchvision weights name (``"IMAGENET1K_V2"``); or a local file
+            (.safetensors, state dict, timm/torchvision checkpoint, Lightning .ckpt of ours), read
+            without unpickling. At fit start a warning names any difference between the
+            datamodule's mean/std / image size and the hub weights'.
+            None warns: freezing a random backbone is rarely what you want.
+        small_input: 3x3 stride-1 stem without max-pool, for 8-32 px images. None: True without
+            weights; with weights, what they need (hub weights: False; a local file: its own stem).
         in_channels, num_classes: linked from the datamodule by the CLI.
         optimizer: a timm optimizer name (``"sgd"``, ``"adamw"``, ``"lars"``...).
         lr: base learning rate: the head's; under a FreezeSchedule lower groups get
@@ -50,8 +55,8 @@ class ImageClassifier(L.LightningModule):
     def __init__(
         self,
         backbone: str = "resnet18",
-        pretrained: str | None = None,
-        small_input: bool = True,
+        pretrained: bool | str | None = None,
+        small_input: bool | None = None,
         in_channels: int = 3,
         num_classes: int = 10,
         optimizer: str = "sgd",
@@ -69,20 +74,23 @@ class ImageClassifier(L.LightningModule):
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+        import timm.optim
+
         known = [str(n) for n in timm.optim.list_optimizers()]
         if optimizer.lower() not in known:
             raise ValueError(f"Unknown optimizer {optimizer!r}; timm knows: {', '.join(known)}.")
         self.save_hyperparameters()
         if pretrained is None:
             warnings.warn(
-                "ImageClassifier: pretrained=None, the backbone is randomly initialised; pass a local "
-                "weight file (pretrained=...) to fine-tune pre-trained features.",
+                "ImageClassifier: pretrained=None, the backbone is randomly initialised; pass "
+                "pretrained=True (hub weights), a torchvision weights name or a local weight file to "
+                "fine-tune pre-trained features.",
                 stacklevel=2,
             )
         self.backbone = create_backbone(
             backbone,
             pretrained=pretrained,
-            small_input=small_input,
+            small_input=backbone_small_input(small_input, pretrained, True),
             in_chans=in_channels,
             model_kwargs=model_kwargs,
         )
@@ -149,9 +157,15 @@ class ImageClassifier(L.LightningModule):
         else:
             groups = param_groups(self, hp.weight_decay)
         kwargs = {"momentum": hp.momentum} if hp.optimizer.lower() in {"sgd", "lars", "momentum"} else {}
+        import timm.optim
+
         return timm.optim.create_optimizer_v2(
             groups, opt=hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay, **kwargs
         )
+
+    def on_fit_start(self) -> None:
+        """Warn when the datamodule's normalisation or image size differ from the pretrained weights'."""
+        warn_data_mismatch(self, getattr(self.backbone, "data_config", None))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         save_rng_states(checkpoint)

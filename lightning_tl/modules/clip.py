@@ -15,16 +15,20 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.optim import Optimizer
 
+from lightning_tl.datamodules.captions import tokenizer_kind
 from lightning_tl.losses import clip_loss
 from lightning_tl.modules._clip_towers import (
+    HF_HUB,
     create_backbone_clip,
     create_open_clip,
     frozen_modules,
     lock_image_tower,
     lock_text_tower,
+    model_tokenizer,
     open_clip_config,
 )
 from lightning_tl.modules._pretrain import build_optimizer, build_warmup_cosine
+from lightning_tl.modules._pretrained import backbone_small_input
 from lightning_tl.modules._rng import load_rng_states, save_rng_states
 from lightning_tl.optim import OptimizerFactory
 
@@ -37,8 +41,10 @@ class CLIP(L.LightningModule):
 
     Batches are dicts ``{"image": (B, C, H, W), "text": (B, L) int64 tokens, "label": (B,)}`` from
     :class:`~lightning_tl.datamodules.ImageTextDataModule` (``label`` is optional, -1 for none).
-    The towers are either an open_clip model (``model_name``: any ``open_clip.list_models()`` name,
-    random or from the local open_clip checkpoint ``pretrained``) or, with ``model_name=None``, a
+    The towers are either an open_clip model (``model_name``: any ``open_clip.list_models()`` name or
+    ``hf-hub:org/name``, random or with the weights ``pretrained`` names, through open_clip's own
+    loader and the Hugging Face cache; models with Hugging Face text towers need ``transformers``) or,
+    with ``model_name=None``, a
     ``create_backbone`` image tower + linear projection and open_clip's text transformer of the
     given width/depth (small CPU-sized models).
 
@@ -54,12 +60,19 @@ class CLIP(L.LightningModule):
     :meth:`build_optimizer`, :meth:`build_scheduler`.
 
     Args:
-        model_name: open_clip model name; None builds the custom pair from the arguments below.
-        pretrained: local open_clip checkpoint for ``model_name`` (nothing is downloaded).
+        model_name: open_clip model name or ``hf-hub:org/name``; None builds the custom pair from the
+            arguments below.
+        pretrained: weights of the open_clip model: None / False random; an open_clip tag of
+            ``model_name`` (``"openai"``, ``"laion2b_s34b_b79k"``: ``open_clip.list_pretrained()``);
+            ``"hf-hub:org/name"`` (the same as ``model_name="hf-hub:org/name"``); or a local open_clip
+            checkpoint file (read with ``weights_only=True`` first: a file that needs pickle is
+            refused). The datamodule's tokenizer must be the model's (``tokenizer: <model_name>``).
         image_backbone: ``create_backbone`` name of the custom image tower.
-        image_pretrained: local weight file of that backbone.
+        image_pretrained: weights of that backbone, as ``create_backbone``'s ``pretrained`` (None /
+            False, True for hub weights, a torchvision weights name, or a local file).
         backbone_kwargs: extra model arguments for ``create_backbone``.
-        small_input: 3x3 stride-1 ResNet stem for 8-32 px images.
+        small_input: 3x3 stride-1 ResNet stem for 8-32 px images; None: True without
+            ``image_pretrained``, else what the weights need (see ``create_backbone``).
         in_channels: image channels (linked from the datamodule by the CLI); open_clip towers need 3.
         num_classes: labelled classes of the data (linked by the CLI); only read by callbacks.
         embed_dim, text_width, text_layers, text_heads: sizes of the custom pair.
@@ -81,11 +94,11 @@ class CLIP(L.LightningModule):
     def __init__(
         self,
         model_name: str | None = None,
-        pretrained: str | None = None,
+        pretrained: bool | str | None = None,
         image_backbone: str = "resnet18",
-        image_pretrained: str | None = None,
+        image_pretrained: bool | str | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
-        small_input: bool = True,
+        small_input: bool | None = None,
         in_channels: int = 3,
         num_classes: int | None = None,
         embed_dim: int = 128,
@@ -120,8 +133,18 @@ class CLIP(L.LightningModule):
             raise ValueError(
                 f"need lr > 0 and warmup_epochs >= 0, got lr={lr}, warmup_epochs={warmup_epochs}"
             )
+        if isinstance(pretrained, str) and pretrained.startswith(HF_HUB):
+            if model_name not in (None, pretrained):
+                raise ValueError(
+                    f"pretrained={pretrained!r} is a whole open_clip model (config and weights); drop "
+                    f"model_name={model_name!r} or set it to {pretrained!r}"
+                )
+            model_name, pretrained = pretrained, None
+        self._tokenizer = "open_clip's CLIP BPE"  # what the custom text tower reads
         if model_name is not None:
-            own = int(open_clip_config(model_name).get("text_cfg", {}).get("context_length", 77))
+            config = open_clip_config(model_name)
+            self._tokenizer = model_tokenizer(config)
+            own = int(config.get("text_cfg", {}).get("context_length", 77))
             if context_length is not None and context_length != own:
                 raise ValueError(
                     f"{model_name!r} has context_length {own}, got context_length={context_length}; "
@@ -151,7 +174,7 @@ class CLIP(L.LightningModule):
             self.model = create_backbone_clip(
                 image_backbone,
                 image_pretrained,
-                small_input,
+                backbone_small_input(small_input, image_pretrained, True),
                 in_channels,
                 backbone_kwargs,
                 embed_dim,
@@ -226,6 +249,13 @@ class CLIP(L.LightningModule):
                 f"the datamodule tokenizes to context_length={length} but the model's text tower takes "
                 f"{self.context_length}; set data context_length: {self.context_length} (or the model's "
                 "context_length to match, for a custom text tower)"
+            )
+        tokenizer = getattr(datamodule, "tokenizer", None)
+        if tokenizer is not None and tokenizer_kind(tokenizer) != self._tokenizer:
+            name = self.hparams.get("model_name")
+            raise ValueError(
+                f"the datamodule tokenizes with {tokenizer_kind(tokenizer)} but the model's text tower "
+                f"reads {self._tokenizer}; set data tokenizer: {name if name else 'null'}"
             )
 
     def _check_batch(self, batch: Any) -> tuple[Tensor, Tensor | None, Tensor | None]:

@@ -29,6 +29,7 @@ from lightning_tl.modules._pretrain import (
     global_batch_size,
     split_views,
 )
+from lightning_tl.modules._pretrained import backbone_small_input, warn_data_mismatch
 from lightning_tl.nn.momentum import MemoryQueue, check_momentum, cosine_momentum, update_momentum
 from lightning_tl.nn.shuffle_bn import shuffled_forward
 from lightning_tl.optim import OptimizerFactory
@@ -62,7 +63,8 @@ class MoCo(FeatureSteps, L.LightningModule):
     ``__init__`` calls :meth:`reset_key_encoder`.
 
     Args:
-        backbone, backbone_kwargs, pretrained, small_input, in_channels, num_classes: as in :class:`SimCLR`.
+        backbone, backbone_kwargs, pretrained, small_input, in_channels, num_classes: as in :class:`SimCLR`
+            (``pretrained``: None/False, True for hub weights, a torchvision weights name, or a file).
         hidden_dim: projection MLP width; None takes the backbone's feature width (MoCo v2: 2048).
         output_dim: key/query width (128 in MoCo).
         head_layers: Linear layers of the head (2 in MoCo v2: Linear-ReLU-Linear; 1 is MoCo v1's linear).
@@ -86,8 +88,8 @@ class MoCo(FeatureSteps, L.LightningModule):
         self,
         backbone: str = "resnet18",
         backbone_kwargs: dict[str, Any] | None = None,
-        pretrained: str | None = None,
-        small_input: bool = True,
+        pretrained: bool | str | None = None,
+        small_input: bool | None = None,
         in_channels: int = 3,
         num_classes: int | None = None,
         hidden_dim: int | None = None,
@@ -142,7 +144,7 @@ class MoCo(FeatureSteps, L.LightningModule):
         self.backbone = create_backbone(
             backbone,
             pretrained=pretrained,
-            small_input=small_input,
+            small_input=backbone_small_input(small_input, pretrained, True),
             in_chans=in_channels,
             model_kwargs=backbone_kwargs,
         )
@@ -239,6 +241,10 @@ class MoCo(FeatureSteps, L.LightningModule):
         self.log("train_loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
         self.log("key_momentum", m, batch_size=n)
         return {"loss": loss, "features": h[0].detach(), "labels": labels}
+
+    def on_fit_start(self) -> None:
+        """Warn when the datamodule's normalisation or image size differ from the pretrained weights'."""
+        warn_data_mismatch(self, getattr(self.backbone, "data_config", None))
 
     def configure_optimizers(self) -> Any:
         optimizer = self.build_optimizer()

@@ -26,6 +26,7 @@ from lightning_tl.modules._pretrain import (
     global_batch_size,
     split_views,
 )
+from lightning_tl.modules._pretrained import backbone_small_input, warn_data_mismatch
 from lightning_tl.optim import OptimizerFactory
 
 
@@ -44,8 +45,15 @@ class SimCLR(FeatureSteps, L.LightningModule):
     Args:
         backbone: ``create_backbone`` name (``"resnet18"``, ``"timm/resnet26"``).
         backbone_kwargs: extra model arguments for ``create_backbone`` (e.g. timm ResNet ``channels``).
-        pretrained: local weight file for the backbone, or None for random init.
+        pretrained: the backbone's weights, as ``create_backbone`` takes them: None / False random; True
+            the hub weights of ``backbone`` (timm tag, e.g. ``"timm/resnet50.a1_in1k"``, or
+            torchvision's DEFAULT); a torchvision weights name (``"IMAGENET1K_V2"``); or a local file
+            (.safetensors, state dict, timm/torchvision checkpoint, Lightning .ckpt of ours), read
+            without unpickling. At fit start a warning names any difference between the
+            datamodule's mean/std / image size and the hub weights'.
         small_input: 3x3 stride-1 stem without max-pool, for 8-32 px images (paper, Appendix B.9).
+            None: True without weights; with weights, what they need (hub weights: False; a local
+            file: its own stem).
         in_channels: image channels; linked from the datamodule by the CLI.
         num_classes: number of labelled classes, linked from the datamodule; not used for training,
             kept so evaluation callbacks and subclasses can read it.
@@ -67,8 +75,8 @@ class SimCLR(FeatureSteps, L.LightningModule):
         self,
         backbone: str = "resnet18",
         backbone_kwargs: dict[str, Any] | None = None,
-        pretrained: str | None = None,
-        small_input: bool = True,
+        pretrained: bool | str | None = None,
+        small_input: bool | None = None,
         in_channels: int = 3,
         num_classes: int | None = None,
         hidden_dim: int | None = None,
@@ -104,7 +112,7 @@ class SimCLR(FeatureSteps, L.LightningModule):
         self.backbone = create_backbone(
             backbone,
             pretrained=pretrained,
-            small_input=small_input,
+            small_input=backbone_small_input(small_input, pretrained, True),
             in_chans=in_channels,
             model_kwargs=backbone_kwargs,
         )
@@ -172,6 +180,10 @@ class SimCLR(FeatureSteps, L.LightningModule):
         loss = self.compute_loss(list(z.split(n)))
         self.log("train_loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
         return {"loss": loss, "features": h[:n].detach(), "labels": labels}
+
+    def on_fit_start(self) -> None:
+        """Warn when the datamodule's normalisation or image size differ from the pretrained weights'."""
+        warn_data_mismatch(self, getattr(self.backbone, "data_config", None))
 
     def configure_optimizers(self) -> Any:
         optimizer = self.build_optimizer()

@@ -18,24 +18,54 @@ folded back (:func:`~lightning_tl.nn.adapter_merge.merge_adapters`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal
 
-import timm.models.resnet as timm_resnet
 import torchvision.models.resnet as tv_resnet
 from torch import Tensor, nn
 
 from lightning_tl.nn.domains import DomainBatchNorm2d, DomainHeads, DomainSpecific
 
 AdapterKind = Literal["series", "parallel"]
+_Convs = tuple[tuple[str, str], ...]
+
+
+class _BlockTable(Mapping[type[nn.Module], _Convs]):
+    """Block type -> its (3x3 conv, following BN) attributes, torchvision's and timm's ResNet blocks.
+
+    timm's entries join once timm is imported (a timm model exists only then), so this module does
+    not import timm, which would import huggingface_hub.
+    """
+
+    def __init__(self) -> None:
+        self._table: dict[type[nn.Module], _Convs] = {
+            tv_resnet.BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")),
+            tv_resnet.Bottleneck: (("conv2", "bn2"),),
+        }
+        self._has_timm = False
+
+    def _entries(self) -> dict[type[nn.Module], _Convs]:
+        if not self._has_timm and "timm.models.resnet" in sys.modules:
+            import timm.models.resnet as timm_resnet
+
+            self._table[timm_resnet.BasicBlock] = (("conv1", "bn1"), ("conv2", "bn2"))
+            self._table[timm_resnet.Bottleneck] = (("conv2", "bn2"),)
+            self._has_timm = True
+        return self._table
+
+    def __getitem__(self, key: type[nn.Module]) -> _Convs:
+        return self._entries()[key]
+
+    def __iter__(self) -> Iterator[type[nn.Module]]:
+        return iter(self._entries())
+
+    def __len__(self) -> int:
+        return len(self._entries())
+
 
 #: Residual block types adapters are injected into, with their (3x3 conv, following BN) attributes.
-BLOCKS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
-    tv_resnet.BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")),
-    tv_resnet.Bottleneck: (("conv2", "bn2"),),
-    timm_resnet.BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")),
-    timm_resnet.Bottleneck: (("conv2", "bn2"),),
-}
+BLOCKS: Mapping[type[nn.Module], _Convs] = _BlockTable()
 
 
 def _block_names() -> str:
