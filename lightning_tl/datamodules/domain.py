@@ -7,7 +7,9 @@ cycle repeats that epoch's shuffled order, so a mid-epoch checkpoint resumes exa
 *training* images come without labels: they are read through :class:`UnlabelledImages`, whose
 ``label`` is -1 and never looks at the target's labels, and the loader keeps only the images. Target
 labels are used for validation and test only (``val_dataloader``/``test_dataloader`` return
-``[source, target]`` loaders, dataloader_idx 0 and 1).
+``[source, target]`` loaders, dataloader_idx 0 and 1). The target may have no labels at all
+(``num_classes`` 0, e.g. ``ImageFolderDataModule(labelled=False)``): its val/test items then carry
+label -1, and :class:`~lightning_tl.modules.DANN` reports no target accuracy, only the domain one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch import Tensor
 from torch.utils.data import DataLoader, default_collate
@@ -60,7 +63,8 @@ class DomainAdaptationDataModule(L.LightningDataModule):
 
     Args:
         source: labelled domain (``num_views: 0``).
-        target: the domain to adapt to (``num_views: 0``); its train labels are never loaded.
+        target: the domain to adapt to (``num_views: 0``); its train labels are never loaded, and it
+            may be unlabelled (``num_classes`` 0). A labelled target must have the source's classes.
 
     Example::
 
@@ -100,6 +104,7 @@ class DomainAdaptationDataModule(L.LightningDataModule):
         self.target = target
         self._loaders: dict[str, ResumableDataLoader] | None = None
         self._pending: dict[str, Any] = {}
+        self._said_unlabelled = False
 
     # ------------------------------------------------------------------ what the model is linked to
     @property
@@ -133,11 +138,36 @@ class DomainAdaptationDataModule(L.LightningDataModule):
                 "the target domain's train split is empty: domain adaptation needs unlabelled target "
                 "images; check the target datamodule's data and train_subset"
             )
-        if self.source.num_classes != self.target.num_classes:
+        if self.source.num_classes < 1:
+            raise ValueError(
+                "the source domain has no labels (num_classes 0); domain adaptation learns the classes from "
+                "a labelled source (an image folder: one subfolder per class and labelled: true)"
+            )
+        if not self.target_labelled:
+            if not self._said_unlabelled:  # setup runs more than once
+                self._said_unlabelled = True
+                rank_zero_info(
+                    "DomainAdaptationDataModule: the target domain has no labels (num_classes 0), so no "
+                    "target accuracy is reported; val/test target batches (label -1) still give the "
+                    "domain accuracy"
+                )
+        elif self.source.num_classes != self.target.num_classes:
             raise ValueError(
                 f"source has {self.source.num_classes} classes, target {self.target.num_classes}: the "
-                "domains must share the label space for target accuracy to mean anything"
+                "domains must share the label space for target accuracy to mean anything (an unlabelled "
+                "target, e.g. ImageFolderDataModule(labelled=False), has none and is fine)"
             )
+        elif self.source.class_names != self.target.class_names:
+            raise ValueError(
+                f"source classes {self.source.class_names} differ from target classes "
+                f"{self.target.class_names}: label i must mean the same class in both domains for target "
+                "accuracy to mean anything; name the class folders alike, or make the target unlabelled"
+            )
+
+    @property
+    def target_labelled(self) -> bool:
+        """Whether the target has labels (for val/test target accuracy; training never reads them)."""
+        return self.target.num_classes > 0
 
     def _target_train(self) -> ImageSource:
         return self.target._ensure_setup()["train"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,18 +22,90 @@ from lightning_tl.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SOI, JPEG_SOS, JPEG_EOI = b"\xff\xd8", b"\xff\xda", b"\xff\xd9"
+
+
+def find_truncation(data: bytes | bytearray) -> str | None:
+    """Why the encoded image ``data`` ends early, or None when its stream is complete (or not checked).
+
+    A decoder-independent check of the file's bytes, because decoders accept some cut-off files:
+    libpng (through ``torchvision.io.decode_image``) and Pillow both return an image from a PNG that
+    lacks its closing chunks, Pillow even one that lacks the end of its compressed data. The format
+    is read from the signature, not the file name:
+
+    - PNG: the chunks are walked from the signature; every chunk must fit in the file, up to ``IEND``.
+    - JPEG: an end-of-image marker (FFD9) must follow the last start-of-scan marker (FFDA); neither
+      can occur inside entropy-coded data (byte stuffing), so an embedded EXIF thumbnail, which ends
+      before the main scan starts, does not hide a cut-off main image.
+    - WebP: the file must be as long as its RIFF header says.
+
+    Bytes after the end marker are allowed, as decoders allow them. Other formats (GIF) are left to
+    their decoder, which rejects a GIF cut anywhere before its one-byte trailer.
+    """
+    size = len(data)
+    if data.startswith(PNG_SIGNATURE):
+        offset = len(PNG_SIGNATURE)
+        while offset + 8 <= size:
+            length = int.from_bytes(data[offset : offset + 4], "big")
+            kind = bytes(data[offset + 4 : offset + 8])
+            end = offset + 12 + length  # length, type, data, CRC
+            if end > size:
+                return f"its PNG {kind.decode('latin-1')!r} chunk needs {end} bytes, the file has {size}"
+            if kind == b"IEND":
+                return None
+            offset = end
+        return f"its PNG stream stops after {size} bytes without the closing IEND chunk"
+    if data.startswith(JPEG_SOI):
+        scan = data.rfind(JPEG_SOS)
+        if scan < 0:
+            return f"its JPEG stream stops after {size} bytes, before any image data (no start of scan)"
+        if data.rfind(JPEG_EOI) < scan:
+            return f"its JPEG stream stops after {size} bytes, inside the image data (no end of image)"
+        return None
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        expected = 8 + int.from_bytes(data[4:8], "little")
+        if size < expected:
+            return f"its WebP header announces {expected} bytes, the file has {size}"
+    return None
+
+
+def read_image_file(path: str) -> bytearray:
+    """The bytes of ``path``; raises ``RuntimeError`` naming the file when it is unreadable or truncated."""
+    try:
+        with open(path, "rb") as file:
+            data = bytearray(os.fstat(file.fileno()).st_size)
+            read = file.readinto(data)
+    except OSError as err:
+        raise RuntimeError(f"cannot read image file {path}: {err.strerror or err}") from err
+    del data[read:]  # the file shrank while being read
+    if not data:
+        raise RuntimeError(f"cannot decode image file {path}: it is empty. Remove or replace the file.")
+    reason = find_truncation(data)
+    if reason is not None:
+        raise RuntimeError(
+            f"cannot decode image file {path}: it is truncated ({reason}); an interrupted copy or "
+            "download? Remove or replace the file."
+        )
+    return data
+
+
 def decode(path: str, channels: int | None = None) -> Tensor:
     """Decode ``path`` to uint8 (C, H, W); ``channels=3`` converts to RGB, ``1`` insists on grayscale.
 
-    Animated GIFs give their first frame; 16-bit PNGs are scaled to 8 bits; an alpha channel is dropped.
-    Raises ``RuntimeError`` naming the file when it cannot be decoded, and ``ValueError`` when a
-    colour image turns up in a data set read as grayscale.
+    Animated GIFs give their first frame; 16-bit PNGs are scaled to 8 bits; an alpha channel is dropped;
+    an EXIF orientation (photos from phones and cameras) is applied, so images are upright as viewers
+    show them. Raises ``RuntimeError`` naming the file when it cannot be read or decoded or is truncated
+    (:func:`find_truncation`), and ``ValueError`` when a colour image turns up in a data set read
+    as grayscale.
     """
     mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.UNCHANGED
+    data = read_image_file(path)
+    encoded = torch.frombuffer(data, dtype=torch.uint8)  # (num_bytes,), shares data's memory
     try:
         with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of TorchCodec
             warnings.filterwarnings("ignore", message="The image decoding", category=DeprecationWarning)
-            image = decode_image(path, mode=mode)
+            image = decode_image(encoded, mode=mode, apply_exif_orientation=True)
     except (RuntimeError, ValueError, OSError) as err:
         raise RuntimeError(
             f"cannot decode image file {path}: {str(err).rstrip('.')}. Remove or replace the file."
@@ -94,7 +167,9 @@ class ImageFolderDataModule(VisionDataModule):
     (sorted order): colour -> 3, grayscale -> 1 (a later colour file then raises), ``rgb=True`` reads
     all as RGB. ``image_size=None`` takes the shorter side of that first file. Eval and supervised
     training resize the shorter side to ``image_size`` and centre-crop; SSL views are random
-    resized crops of the full image. A corrupt file raises an error naming it (never skipped).
+    resized crops of the full image, or, with ``augment_on_device`` (files of any sizes batched
+    together), of that resized, centre-cropped image. A corrupt, truncated (:func:`find_truncation`)
+    or unreadable file raises an error naming it, also from a DataLoader worker; none is skipped.
     Normalisation: ``mean``/``std`` if given, else ImageNet's (their mean for 1 channel).
 
     Args:

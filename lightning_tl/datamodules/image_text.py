@@ -142,8 +142,9 @@ class ImageTextDataModule(VisionDataModule):
         given = [n for n, v in (("dataset", dataset), ("annotations", annotations), ("shards", shards)) if v]
         if len(given) != 1:
             raise ValueError(
-                f"give exactly one source of pairs: dataset (one of {BUILT_IN}), annotations or shards; got "
-                f"{given or 'none'} (set dataset: null when using annotations or shards)"
+                f"give exactly one source of pairs: dataset (one of {BUILT_IN}), annotations (a CSV/TSV/"
+                f"JSONL file of image paths and captions) or shards; got {given or 'none'} (set dataset: "
+                "null when using annotations or shards)"
             )
         if dataset is not None and dataset not in BUILT_IN:
             raise ValueError(f"dataset must be one of {BUILT_IN} or None, got {dataset!r}")

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_image
 
 from lightning_tl import distributed as dist
+from lightning_tl.datamodules.image_folder import find_truncation
 from lightning_tl.datamodules.sampling import mix_seed
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -138,6 +139,9 @@ class TarShards(IterableDataset):
         caption = sample["txt"].decode("utf-8").strip()
         if not caption:
             raise ValueError(f"{where} has an empty caption")
+        truncated = find_truncation(sample[image_ext])  # decoders return partial images from some
+        if truncated:
+            raise RuntimeError(f"{where}: its .{image_ext} image is truncated: {truncated}; fix the shard")
         data = torch.frombuffer(bytearray(sample[image_ext]), dtype=torch.uint8)
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(mix_seed(self.seed, self.epoch, shard, index))

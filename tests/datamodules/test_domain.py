@@ -1,11 +1,14 @@
-"""DomainAdaptationDataModule: no target labels in training, shapes checked, resumable, cycled."""
+"""DomainAdaptationDataModule: no target labels in training (or at all), shapes checked, resumable, cycled."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from own_data import labelled_folder, unlabelled_folder
 
-from lightning_tl.datamodules import DigitsDataModule, DomainAdaptationDataModule
+from lightning_tl.datamodules import DigitsDataModule, DomainAdaptationDataModule, ImageFolderDataModule
 from lightning_tl.datamodules.blended import DigitsMDataModule
 from lightning_tl.datamodules.datasets import ImageSource, InMemoryImages
 
@@ -114,4 +117,49 @@ class EmptyTrainDigitsM(DigitsMDataModule):
 def test_empty_target_is_rejected() -> None:
     dm = DomainAdaptationDataModule(DigitsDataModule(rgb=True), EmptyTrainDigitsM())
     with pytest.raises(ValueError, match="target domain's train split is empty"):
+        dm.setup("fit")
+
+
+# ----------------------------------------------------------------- users' folders
+def _folders(
+    tmp_path: Path, target_labelled: bool = False, **source_kwargs: object
+) -> DomainAdaptationDataModule:
+    common = {"image_size": 24, "rgb": True, "batch_size": 4}
+    source = ImageFolderDataModule(str(labelled_folder(tmp_path / "source")), **common, **source_kwargs)  # type: ignore[arg-type]
+    target_root = (
+        labelled_folder(tmp_path / "labelled_target")
+        if target_labelled
+        else unlabelled_folder(tmp_path / "target")
+    )
+    target = ImageFolderDataModule(str(target_root), labelled=target_labelled, **common)  # type: ignore[arg-type]
+    return DomainAdaptationDataModule(source, target)
+
+
+def test_unlabelled_target_folder_trains_and_reports_no_target_labels(tmp_path: Path) -> None:
+    dm = _folders(tmp_path)
+    dm.setup("fit")
+    assert not dm.target_labelled and dm.num_classes == 3
+    batches = [batch for batch, _, _ in dm.train_dataloader()]
+    assert len(batches) == 4  # 15 source train images in batches of 4 (the longer domain); 11 target cycle
+    for batch in batches:
+        assert batch["source"][0].shape[1:] == batch["target"].shape[1:] == (3, 24, 24)
+    source_val, target_val = dm.val_dataloader()
+    assert bool((next(iter(source_val))[1] >= 0).all())
+    assert next(iter(target_val))[1].tolist() == [-1]  # no labels: DANN logs no target accuracy
+
+
+def test_labelled_target_folder_must_name_the_same_classes(tmp_path: Path) -> None:
+    dm = _folders(tmp_path, target_labelled=True)
+    dm.setup("fit")
+    assert dm.target_labelled and bool((next(iter(dm.val_dataloader()[1]))[1] >= 0).all())
+    (tmp_path / "labelled_target" / "eel").rename(tmp_path / "labelled_target" / "fish")
+    renamed = ImageFolderDataModule(str(tmp_path / "labelled_target"), image_size=24, rgb=True)
+    dm = DomainAdaptationDataModule(dm.source, renamed)
+    with pytest.raises(ValueError, match=r"classes \['cat', 'dog', 'eel'\] differ from target classes"):
+        dm.setup("fit")
+
+
+def test_unlabelled_source_is_rejected(tmp_path: Path) -> None:
+    dm = _folders(tmp_path, labelled=False)
+    with pytest.raises(ValueError, match="source domain has no labels"):
         dm.setup("fit")

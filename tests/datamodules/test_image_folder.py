@@ -1,15 +1,20 @@
-"""ImageFolderDataModule on PNGs written to tmp_path: labelled, unlabelled, channels, errors."""
+"""ImageFolderDataModule on images written to tmp_path: labelled, unlabelled, channels, sizes, errors."""
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from torchvision.io import write_png
+from own_data import image_bytes, labelled_folder, truncate, write_image
+from PIL import Image
+from torchvision.io import decode_image, write_png
 
 from lightning_tl.datamodules import ImageFolderDataModule
+from lightning_tl.datamodules.image_folder import decode, find_truncation
 
 
 def _write(path: Path, channels: int = 3, size: tuple[int, int] = (24, 30), value: int | None = None) -> None:
@@ -105,3 +110,119 @@ def test_corrupt_file_raises_naming_it(labelled_root: Path) -> None:
     dm = ImageFolderDataModule(str(labelled_root), batch_size=64, val_fraction=0)
     with pytest.raises(RuntimeError, match=r"cannot decode image file .*broken\.png"):
         next(iter(dm.train_dataloader()))
+
+
+# ----------------------------------------------------------------- truncated files
+def _encoded(fmt: str, size: tuple[int, int] = (40, 56)) -> bytes:
+    return image_bytes(7, size, fmt)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_find_truncation_flags_every_cut(fmt: str) -> None:
+    data = _encoded(fmt)
+    assert find_truncation(data) is None
+    assert find_truncation(data + b"\x00trailing bytes") is None  # decoders allow bytes after the end
+    signature = {"PNG": 8, "JPEG": 2, "WEBP": 12}[fmt]  # shorter: no format to check, the decoder rejects it
+    missed = [cut for cut in range(signature, len(data)) if find_truncation(data[:cut]) is None]
+    assert missed == []
+
+
+def test_truncated_pngs_that_decoders_accept_are_caught(tmp_path: Path) -> None:
+    data = _encoded("PNG")
+    no_iend = data[:-12]  # the image data is all there, the closing IEND chunk is not
+    no_checksum = data[:-19]  # the last 3 bytes of the compressed stream are missing too
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        decode_image(torch.frombuffer(bytearray(no_iend), dtype=torch.uint8))  # libpng: no error
+    Image.open(io.BytesIO(no_iend)).load()  # Pillow: no error either
+    Image.open(io.BytesIO(no_checksum)).load()
+    for name, cut in (("a.png", no_iend), ("b.png", no_checksum)):
+        (tmp_path / name).write_bytes(cut)
+        with pytest.raises(RuntimeError, match=rf"image file \S*{name}: it is truncated \(its PNG"):
+            decode(str(tmp_path / name))
+
+
+def test_jpeg_thumbnail_does_not_hide_a_truncated_main_image() -> None:
+    main, thumb = _encoded("JPEG", (60, 80)), _encoded("JPEG", (8, 10))
+    exif = b"Exif\x00\x00" + thumb  # an APP1 segment carrying a complete JPEG (with its own FFD9)
+    app1 = b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif
+    data = main[:2] + app1 + main[2:]
+    assert find_truncation(data) is None
+    assert "inside the image data" in str(find_truncation(data[:-40]))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_truncated_file_in_a_folder_raises_naming_it(tmp_path: Path, suffix: str) -> None:
+    labelled_folder(tmp_path, per_class=2)
+    truncate(write_image(tmp_path / "cat" / f"cut{suffix}", 5, (50, 60)), keep=0.5)
+    dm = ImageFolderDataModule(str(tmp_path), batch_size=64, val_fraction=0)
+    with pytest.raises(RuntimeError, match=rf"image file \S*cat/cut\{suffix}: it is truncated"):
+        next(iter(dm.train_dataloader()))
+
+
+def test_empty_and_unreadable_files_are_named(tmp_path: Path) -> None:
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(RuntimeError, match=r"empty\.png: it is empty"):
+        decode(str(tmp_path / "empty.png"))
+    with pytest.raises(RuntimeError, match=r"cannot read image file \S*gone\.png"):
+        decode(str(tmp_path / "gone.png"))
+
+
+# ----------------------------------------------------------------- users' folders
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display (a portrait phone photo)
+    Image.fromarray(np.zeros((20, 40, 3), dtype=np.uint8)).save(tmp_path / "phone.jpg", exif=exif)
+    assert decode(str(tmp_path / "phone.jpg"), 3).shape == (3, 40, 20)
+
+
+def _mixed_folder(root: Path) -> Path:
+    """PNGs and JPEGs of several sizes, plus grayscale, RGBA and palette PNGs, in nested folders."""
+    labelled_folder(root, per_class=3)
+    pixels = np.random.default_rng(0).integers(0, 256, (45, 25, 4), dtype=np.uint8)
+    Image.fromarray(pixels[..., 0]).save(root / "cat" / "gray.png")
+    Image.fromarray(pixels, "RGBA").save(root / "dog" / "alpha.png")
+    Image.fromarray(pixels[..., :3]).convert("P").save(root / "eel" / "palette.png")
+    return root
+
+
+@pytest.mark.parametrize("image_size", [24, None])
+def test_device_views_of_images_of_any_size(tmp_path: Path, image_size: int | None) -> None:
+    root = _mixed_folder(tmp_path)
+    dm = ImageFolderDataModule(
+        str(root),
+        num_views=2,
+        augment_on_device=True,
+        rgb=True,
+        image_size=image_size,
+        batch_size=4,
+        val_fraction=0,
+    )
+    side = image_size or 20  # None: the shorter side of the first file (cat/cat0.png, 20x30)
+    assert dm.device_views and dm.image_size == side
+    batches = list(dm.train_dataloader())  # every file, each resized on load to one shape
+    assert len(batches) == 3 and all(b.images.shape == (4, 3, side, side) for b in batches)
+    views, labels = dm.on_after_batch_transfer(batches[0], 0)
+    assert [tuple(v.shape) for v in views] == [(4, 3, side, side)] * 2
+    assert all(bool(torch.isfinite(v).all()) for v in views) and labels.shape == (4,)
+    per_sample = ImageFolderDataModule(
+        str(root), num_views=2, augment_on_device=False, rgb=True, image_size=16, batch_size=4
+    )
+    views, _ = next(iter(per_sample.train_dataloader()))  # crops of the full files, same shapes
+    assert [tuple(v.shape) for v in views] == [(4, 3, 16, 16)] * 2
+
+
+def test_nested_class_folders(tmp_path: Path) -> None:
+    root = labelled_folder(tmp_path)
+    (root / "dog" / ".thumbnails").mkdir()
+    write_image(root / "dog" / ".thumbnails" / "x.png", 0, (8, 8))  # hidden: skipped
+    dm = ImageFolderDataModule(str(root), val_fraction=0)
+    assert dm.class_names == ["cat", "dog", "eel"]
+    data = dm._scan()
+    dogs = [p for p, y in zip(data.paths, data.labels, strict=True) if y == 1]
+    assert len(dogs) == 6 and {str(Path(p).parent.relative_to(root)) for p in dogs} == {
+        "dog",
+        "dog/indoor/sofa",
+        "dog/outdoor",
+    }
+    assert data.labels.count(0) == data.labels.count(2) == 6

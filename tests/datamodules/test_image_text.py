@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from own_data import captions_csv, truncate
 from torchvision.io import encode_png
 
 from lightning_tl.datamodules import ImageTextDataModule
@@ -104,15 +105,38 @@ def test_bad_sources_and_columns(tmp_path: Path) -> None:
         ImageTextDataModule("digits", context_length=2)
 
 
+def test_csv_of_photos_of_any_size_with_an_image_root(tmp_path: Path) -> None:
+    csv_path = captions_csv(tmp_path / "pairs")  # 12 PNGs and JPEGs from 20x30 to 90x70 px
+    moved = tmp_path / "elsewhere" / "captions.csv"
+    moved.parent.mkdir()
+    csv_path.rename(moved)  # the paths in the file are now relative to image_root, not to its folder
+    dm = ImageTextDataModule(
+        None, annotations=str(moved), image_root=str(tmp_path / "pairs"), image_size=16, batch_size=4
+    )
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 2 and all(b["image"].shape == (4, 3, 16, 16) for b in batches)  # 11 train pairs
+    assert next(iter(dm.val_dataloader()))["image"].shape == (1, 3, 16, 16)
+    assert batches[0]["label"].tolist() == [-1] * 4 and dm.num_classes == 0
+
+
+def test_truncated_image_in_a_csv_is_named(tmp_path: Path) -> None:
+    csv_path = captions_csv(tmp_path)
+    truncate(tmp_path / "images" / "003.jpg")
+    dm = ImageTextDataModule(None, annotations=str(csv_path), image_size=16, batch_size=2, val_fraction=0)
+    with pytest.raises(RuntimeError, match=r"image file \S*images/003\.jpg: it is truncated"):
+        list(dm.train_dataloader())
+
+
 # ------------------------------------------------------------------------------------------ shards
-def _shards(tmp_path: Path, sizes: list[int]) -> list[str]:
+def _shards(tmp_path: Path, sizes: list[int], cut: int | None = None) -> list[str]:
+    """Shards of ``sizes`` samples (png, txt, cls); sample ``cut`` gets a truncated PNG."""
     paths, k = [], 0
     for s, size in enumerate(sizes):
         path = tmp_path / f"shard-{s:03d}.tar"
         with tarfile.open(path, "w") as tar:
             for _ in range(size):
                 for ext, data in (
-                    ("png", _png(k % 250)),
+                    ("png", _png(k % 250)[: None if k != cut else 60]),
                     ("txt", f"caption {k}".encode()),
                     ("cls", str(k).encode()),
                 ):
@@ -193,6 +217,14 @@ def test_delivered_per_worker_follows_round_robin_with_exhausted_workers() -> No
     assert delivered_per_worker([3, 1, 2], 6) == ([3, 1, 2], 1)
     with pytest.raises(ValueError):
         delivered_per_worker([1], 2)
+
+
+def test_truncated_image_in_a_shard_is_named(tmp_path: Path) -> None:
+    _shards(tmp_path, [3], cut=1)
+    dm = ImageTextDataModule(None, shards=str(tmp_path / "*.tar"), image_size=8, batch_size=3)
+    dm.setup("fit")
+    with pytest.raises(RuntimeError, match=r"sample '00001' of shard .*shard-000\.tar.*png image is trunc"):
+        next(iter(dm.train_dataloader()))
 
 
 def test_bad_shards(tmp_path: Path) -> None:
