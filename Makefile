@@ -17,7 +17,7 @@ $(BIN)/lightning-tl: pyproject.toml
 setup: $(BIN)/lightning-tl
 
 quickstart: setup
-	$(BIN)/lightning-tl fit --config recipes/simclr/digits.yaml
+	$(BIN)/lightning-tl fit --recipe simclr/digits
 
 test: setup
 	$(BIN)/ruff check .

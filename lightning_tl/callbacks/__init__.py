@@ -3,6 +3,7 @@
 from lightning_tl.callbacks.channels_last import ChannelsLast
 from lightning_tl.callbacks.freezing import FreezeSchedule, freeze_param_groups
 from lightning_tl.callbacks.knn import KNNMonitor, knn_predict
+from lightning_tl.callbacks.last_checkpoint import LastCheckpoint
 from lightning_tl.callbacks.online_probe import OnlineLinearProbe
 from lightning_tl.callbacks.zero_shot import ZeroShotEvaluator, zero_shot_classifier
 
@@ -10,6 +11,7 @@ __all__ = [
     "ChannelsLast",
     "FreezeSchedule",
     "KNNMonitor",
+    "LastCheckpoint",
     "OnlineLinearProbe",
     "ZeroShotEvaluator",
     "freeze_param_groups",

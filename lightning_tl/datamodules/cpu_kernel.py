@@ -19,8 +19,8 @@ threads.
 ``LIGHTNING_TL_OPENMP=0`` builds without OpenMP (e.g. where PyTorch uses another OpenMP runtime,
 which a second one would compete with).
 
-Without a working C compiler :func:`available` is False and BatchViews keeps the eager path; the
-reason is in :func:`unavailable_reason`.
+Without a working C compiler (or without the C source, in a broken install) :func:`available` is
+False and BatchViews keeps the eager path with one warning; the reason is in :func:`unavailable_reason`.
 """
 
 from __future__ import annotations
@@ -102,9 +102,14 @@ def _library() -> ctypes.CDLL | None:
     if openmp not in ("0", "1"):
         _reason = f"LIGHTNING_TL_OPENMP must be 0 or 1, got {openmp!r}"
         return None
+    try:
+        source = SOURCE.read_text()
+    except OSError as err:  # e.g. a package built without its C source
+        _reason = f"the kernel source {SOURCE} cannot be read ({err.strerror or err}); reinstall lightning-tl"
+        return None
     errors = []
     for flags in _FLAG_SETS if openmp == "1" else [f for f in _FLAG_SETS if "-fopenmp" not in f]:
-        parts = (SOURCE.read_text(), compiler, " ".join(flags), platform.machine(), _cpu_flags())
+        parts = (source, compiler, " ".join(flags), platform.machine(), _cpu_flags())
         key = hashlib.sha256(b"\0".join(p.encode() for p in parts)).hexdigest()[:16]
         target = _cache_dir() / f"cpu_views_{key}.so"
         try:

@@ -127,6 +127,26 @@ def test_result_does_not_depend_on_the_thread_count() -> None:
     assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True))
 
 
+def test_without_the_c_source_views_fall_back_to_eager_ops_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A package built without ``_cpu_views.c`` (the wheel once shipped none) degrades, it does not crash."""
+    monkeypatch.setattr(cpu_kernel, "SOURCE", tmp_path / "_cpu_views.c")
+    monkeypatch.setenv("LIGHTNING_TL_CACHE", str(tmp_path / "cache"))
+    cpu_kernel._library.cache_clear()
+    try:
+        assert not cpu_kernel.available()
+        assert "_cpu_views.c cannot be read" in cpu_kernel.unavailable_reason()
+        spec = ViewSpec(12, jitter_strength=1.0)
+        images = _images(4, 3, 12)
+        with pytest.warns(UserWarning, match="view kernel is unavailable.*cannot be read.*reinstall"):
+            views = BatchViews([spec], 3)(images, 5)
+        assert torch.equal(views[0], BatchViews([spec], 3, cpu_kernel=False)(images, 5)[0])
+    finally:
+        monkeypatch.undo()
+        cpu_kernel._library.cache_clear()
+
+
 def test_without_a_compiler_views_fall_back_to_eager_ops_with_a_warning(no_kernel: None) -> None:
     assert not cpu_kernel.available()
     assert "no-such-cc" in cpu_kernel.unavailable_reason()
