@@ -3,10 +3,11 @@
 Tables: ``overhead``, ``augment``, ``views_threads`` (BatchViews on CPU threads), ``knn``,
 ``device_views`` (SimCLR and views), ``moco_overhead``, ``moco_knn`` (MoCo), ``transfer``,
 ``freeze_speed``, ``probe_lr``, ``freeze_rule`` (layer freezing), ``dann_fashion_mnist``,
-``dann_digits`` (domain adaptation), ``policy_accuracy``, ``policy_throughput`` (augmentation
-policies), ``adapters``, ``adapter_latency`` (residual adapters), ``clip_zero_shot``,
-``clip_overhead`` (CLIP), ``gpu`` (on a CUDA card: on-device views, bf16 steps), ``transfer_gpu``
-(freezing strategies with a strong source model; meant for a GPU).
+``dann_digits`` (DANN), ``da_digits``, ``da_fashion_mnist`` (DANN, CDAN, CDAN+E, MCC),
+``policy_accuracy``, ``policy_throughput`` (augmentation policies), ``adapters``,
+``adapter_latency`` (residual adapters), ``clip_zero_shot``, ``clip_overhead`` (CLIP), ``gpu`` (on a
+CUDA card: on-device views, bf16 steps), ``transfer_gpu`` (freezing strategies with a strong source
+model; meant for a GPU).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from benchmarks import (
     cpu_threads,
     dann,
     device_views,
+    domain_adaptation,
     freezing,
     freezing_rule,
     gpu,
@@ -48,6 +50,8 @@ TABLES = {
     "freeze_rule": freezing_rule.run,
     "dann_fashion_mnist": dann.run_fashion_mnist,
     "dann_digits": dann.run_digits,
+    "da_digits": domain_adaptation.run_digits,
+    "da_fashion_mnist": domain_adaptation.run_fashion_mnist,
     "policy_accuracy": augment_policies.run_accuracy,
     "policy_throughput": augment_policies.run_throughput,
     "adapters": adapters.run,

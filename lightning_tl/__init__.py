@@ -29,11 +29,21 @@ from lightning_tl.datamodules import (
     build_policy,
 )
 from lightning_tl.heads import DomainClassifier, LinearHead, ProjectionHead, SimCLRProjectionHead
-from lightning_tl.losses import CLIPLoss, InfoNCELoss, NTXentLoss, clip_loss, info_nce_loss, nt_xent_loss
-from lightning_tl.modules import CLIP, DANN, AdapterResNet, ImageClassifier, MoCo, SimCLR
+from lightning_tl.losses import (
+    CLIPLoss,
+    InfoNCELoss,
+    MCCLoss,
+    NTXentLoss,
+    clip_loss,
+    info_nce_loss,
+    mcc_loss,
+    nt_xent_loss,
+)
+from lightning_tl.modules import CDAN, CLIP, DANN, MCC, AdapterResNet, ImageClassifier, MoCo, SimCLR
 from lightning_tl.nn import (
     GradientReversal,
     MemoryQueue,
+    MultilinearMap,
     SmallConvNet,
     cosine_momentum,
     dann_coeff,
@@ -49,8 +59,10 @@ from lightning_tl.nn import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CDAN",
     "CLIP",
     "DANN",
+    "MCC",
     "AdapterResNet",
     "Backbone",
     "BatchMixing",
@@ -71,9 +83,11 @@ __all__ = [
     "KNNMonitor",
     "LastCheckpoint",
     "LinearHead",
+    "MCCLoss",
     "MemoryQueue",
     "MoCo",
     "MultiDomainDataModule",
+    "MultilinearMap",
     "NTXentLoss",
     "OnlineLinearProbe",
     "ProjectionHead",
@@ -94,6 +108,7 @@ __all__ = [
     "inject_adapters",
     "inject_lora",
     "list_backbones",
+    "mcc_loss",
     "merge_adapters",
     "merge_lora",
     "nt_xent_loss",

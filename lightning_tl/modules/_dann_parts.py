@@ -1,4 +1,4 @@
-"""Small pieces of the DANN module: the paper's learning-rate annealing and batch/backbone checks."""
+"""Small pieces of DANN, shared by CDAN and MCC: the paper's lr annealing, batch and backbone checks."""
 
 from __future__ import annotations
 
@@ -48,10 +48,13 @@ def check_backbone_module(backbone: nn.Module, in_channels: int) -> None:
         )
 
 
-def split_domain_batch(batch: Any, adversarial: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``{"source": (x_s, y_s), "target": x_t}`` (or ``(x, y)`` without adversarial training) -> parts.
+def split_domain_batch(
+    batch: Any, uses_target: bool, method: str = "DANN"
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``{"source": (x_s, y_s), "target": x_t}`` (or ``(x, y)`` when the target is unused) -> parts.
 
-    Returns source images (B_s, C, H, W), source labels (B_s,) and target images (B_t, C, H, W) or None.
+    ``method`` names the module in the error message. Returns source images (B_s, C, H, W), source
+    labels (B_s,) and target images (B_t, C, H, W) or None.
     """
     if isinstance(batch, dict) and set(batch) == {"source", "target"}:
         (x_s, y_s), x_t = batch["source"], batch["target"]
@@ -65,12 +68,12 @@ def split_domain_batch(batch: Any, adversarial: bool) -> tuple[Tensor, Tensor, T
                 "shape; give both datamodules the same image_size and channels (rgb: true on a grayscale one)"
             )
         return x_s, y_s, x_t
-    if not adversarial and isinstance(batch, (tuple, list)) and len(batch) == 2:
+    if not uses_target and isinstance(batch, (tuple, list)) and len(batch) == 2:
         x_s, y_s = batch
         return x_s, y_s, None
     raise ValueError(
-        "DANN trains on {'source': (images, labels), 'target': images} batches from a "
+        f"{method} trains on {{'source': (images, labels), 'target': images}} batches from a "
         "DomainAdaptationDataModule"
-        + ("" if adversarial else " or on plain (images, labels) batches")
+        + ("" if uses_target else " or on plain (images, labels) batches")
         + f"; got {type(batch).__name__}"
     )

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning as L
-import timm.optim
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,6 +27,7 @@ from lightning_tl.modules._dann_parts import (
     check_backbone_module,
     split_domain_batch,
 )
+from lightning_tl.modules._pretrained import backbone_small_input, warn_data_mismatch
 from lightning_tl.modules._rng import load_rng_states, save_rng_states
 from lightning_tl.nn.grl import GradientReversal, check_gamma
 from lightning_tl.optim import param_groups, warmup_cosine_scheduler
@@ -53,10 +53,18 @@ class DANN(L.LightningModule):
     adversarial, ``{val,test}_domain_acc``: how well the discriminator tells the two domains apart
     (0.5 = indistinguishable). Training logs ``train_source_acc``, ``train_domain_acc`` and ``grl_coeff``.
 
+    Its training step is also that of :class:`~lightning_tl.modules.CDAN` and
+    :class:`~lightning_tl.modules.MCC`, which override the hooks: :meth:`build_discriminator_input` and
+    :meth:`discriminator_input` (what the domain classifier sees), :meth:`domain_loss` (how its
+    per-example losses are weighted) and :meth:`target_loss` (a loss on the target predictions).
+
     Args:
         backbone: a ``create_backbone`` name or a module with ``num_features`` (e.g.
             :class:`~lightning_tl.nn.SmallConvNet`, the paper's MNIST feature extractor).
-        backbone_kwargs, pretrained, small_input: passed to ``create_backbone`` (name only).
+        backbone_kwargs, pretrained, small_input: passed to ``create_backbone`` (name only), as in
+            :class:`~lightning_tl.modules.SimCLR`: ``pretrained`` is None/False, True (hub weights),
+            a torchvision weights name or a local file; ``small_input`` None follows the weights
+            (True without weights).
         in_channels, num_classes: linked from the datamodule by the CLI.
         classifier_hidden: hidden widths of the label classifier (empty: linear).
         domain_hidden, domain_dropout: the :class:`~lightning_tl.heads.DomainClassifier`.
@@ -78,8 +86,8 @@ class DANN(L.LightningModule):
         self,
         backbone: str | nn.Module = "resnet18",
         backbone_kwargs: dict[str, Any] | None = None,
-        pretrained: str | None = None,
-        small_input: bool = True,
+        pretrained: bool | str | None = None,
+        small_input: bool | None = None,
         in_channels: int = 3,
         num_classes: int = 10,
         classifier_hidden: Sequence[int] = (),
@@ -111,6 +119,8 @@ class DANN(L.LightningModule):
             check_gamma(gamma)
         if domain_loss_weight < 0:
             raise ValueError(f"domain_loss_weight must be >= 0, got {domain_loss_weight}")
+        import timm.optim
+
         known = [str(n) for n in timm.optim.list_optimizers()]
         if optimizer.lower() not in known:
             raise ValueError(f"Unknown optimizer {optimizer!r}; timm knows: {', '.join(known)}.")
@@ -120,7 +130,8 @@ class DANN(L.LightningModule):
             self.backbone = backbone
         else:
             self.backbone = create_backbone(
-                backbone, pretrained=pretrained, small_input=small_input, in_chans=in_channels,
+                backbone, pretrained=pretrained, in_chans=in_channels,
+                small_input=backbone_small_input(small_input, pretrained, True),
                 model_kwargs=backbone_kwargs,
             )  # fmt: skip
         width = int(self.backbone.num_features)  # type: ignore[arg-type]
@@ -134,7 +145,8 @@ class DANN(L.LightningModule):
         self.domain_loss_weight = domain_loss_weight
         if adversarial:  # built last, so backbone and classifier start as in the source-only run
             self.grl = GradientReversal(max_coeff, gamma)
-            self.domain_classifier = DomainClassifier(width, domain_hidden, domain_dropout)
+            input_dim = self.build_discriminator_input(width, num_classes)
+            self.domain_classifier = DomainClassifier(input_dim, domain_hidden, domain_dropout)
         self.train_source_acc = MulticlassAccuracy(num_classes, average="micro")
         self.train_domain_acc = BinaryAccuracy()
         self.eval_acc = nn.ModuleDict(
@@ -148,36 +160,76 @@ class DANN(L.LightningModule):
         self._total_steps: int | None = None
 
     # ---- the steps a subclass overrides -------------------------------------------------------
+    # DANN's training step is the skeleton of CDAN and MCC too: source cross-entropy, plus the domain
+    # loss of a discriminator behind the reversal layer (its input and weighting are the hooks below),
+    # plus a loss on the target logits (:meth:`target_loss`).
     def forward(self, x: Tensor) -> Tensor:
         """Images (B, C, H, W) -> class logits (B, num_classes)."""
         return self.classifier(self.backbone(x))
 
-    def domain_logits(self, features: Tensor) -> Tensor:
-        """Features (B, F) -> domain logits (B,) through the gradient reversal layer."""
-        return self.domain_classifier(self.grl(features))
+    @property
+    def uses_target(self) -> bool:
+        """Whether training steps need target images (the domain loss or a target loss)."""
+        return self.adversarial
+
+    @property
+    def needs_target_logits(self) -> bool:
+        """Whether the step classifies the target images too (DANN: no, only their features are used)."""
+        return False
+
+    def build_discriminator_input(self, feature_dim: int, num_classes: int) -> int:
+        """Set up :meth:`discriminator_input` and return its width; called once in ``__init__``.
+
+        DANN's discriminator reads the features themselves: width ``feature_dim``.
+        """
+        return feature_dim
+
+    def discriminator_input(self, features: Tensor, logits: Tensor | None) -> Tensor:
+        """What the domain classifier sees: features (B, F) and class logits (B, C) or None -> (B, D)."""
+        return features
+
+    def domain_logits(self, features: Tensor, logits: Tensor | None = None) -> Tensor:
+        """Features (B, F) (and logits (B, C)) -> domain logits (B,) through the gradient reversal layer."""
+        return self.domain_classifier(self.grl(self.discriminator_input(features, logits)))
+
+    def domain_loss(self, d_logits: Tensor, is_target: Tensor, logits: Tensor | None) -> Tensor:
+        """Domain logits (B,), labels (B,) (0 source, 1 target), class logits (B, C) or None -> loss.
+
+        DANN: the mean binary cross-entropy over source and target.
+        """
+        return DomainClassifier.loss(d_logits, is_target)
+
+    def target_loss(self, target_logits: Tensor) -> Tensor | None:
+        """An extra (weighted) loss on the target class logits (B_t, C), or None (DANN: none).
+
+        Called only when :attr:`needs_target_logits`; it may log its parts.
+        """
+        return None
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x_s, y_s, x_t = split_domain_batch(batch, self.adversarial)
+        x_s, y_s, x_t = split_domain_batch(batch, self.uses_target, type(self).__name__)
+        x_t = x_t if self.uses_target else None  # source only: the target batch is not used
         n_s = x_s.shape[0]
-        if self.adversarial:
-            assert x_t is not None
-            features = self.backbone(torch.cat([x_s, x_t]))  # (B_s + B_t, F)
-        else:
-            features = self.backbone(x_s)  # (B_s, F)
-        logits = self.classifier(features[:n_s])  # (B_s, num_classes)
-        cls_loss = F.cross_entropy(logits, y_s)
+        features = self.backbone(x_s if x_t is None else torch.cat([x_s, x_t]))  # (B_s [+ B_t], F)
+        all_logits = self.needs_target_logits and x_t is not None
+        logits = self.classifier(features if all_logits else features[:n_s])  # (B_s [+ B_t], num_classes)
+        cls_loss = F.cross_entropy(logits[:n_s], y_s)
         loss = cls_loss
-        self.train_source_acc(logits.detach(), y_s)
+        self.train_source_acc(logits[:n_s].detach(), y_s)
         self.log("train_source_acc", self.train_source_acc, on_step=False, on_epoch=True, batch_size=n_s)
         if self.adversarial:
-            d_logits = self.domain_logits(features)  # (B_s + B_t,)
+            d_logits = self.domain_logits(features, logits if all_logits else None)  # (B_s + B_t,)
             is_target = torch.cat([torch.zeros(n_s), torch.ones(features.shape[0] - n_s)]).to(features.device)
-            domain_loss = DomainClassifier.loss(d_logits, is_target)
+            domain_loss = self.domain_loss(d_logits, is_target, logits if all_logits else None)
             loss = cls_loss + self.domain_loss_weight * domain_loss
             self.train_domain_acc(d_logits.detach(), is_target.long())
             self.log("train_domain_loss", domain_loss, batch_size=features.shape[0])
             self.log("train_domain_acc", self.train_domain_acc, on_step=False, on_epoch=True, batch_size=n_s)
             self.log("grl_coeff", self.grl.coeff.float(), batch_size=n_s)
+        if all_logits:
+            extra = self.target_loss(logits[n_s:])
+            if extra is not None:
+                loss = loss + extra
         self.log("train_cls_loss", cls_loss, batch_size=n_s)
         self.log("train_loss", loss, prog_bar=True, batch_size=n_s)
         return loss
@@ -199,7 +251,7 @@ class DANN(L.LightningModule):
                 batch_size=x.shape[0],
             )
         if self.adversarial and self._num_eval_loaders(stage) == 2:
-            d_logits = self.domain_classifier(features)  # (B,)
+            d_logits = self.domain_classifier(self.discriminator_input(features, logits))  # (B,)
             is_target = torch.full_like(d_logits, float(dataloader_idx)).long()
             domain_metric: Metric = self.eval_domain_acc[stage]  # type: ignore[assignment]
             domain_metric.update(d_logits, is_target)  # logged at epoch end: it spans both loaders
@@ -261,9 +313,15 @@ class DANN(L.LightningModule):
         for head in heads:
             groups += [{**g, "lr": hp.lr} for g in param_groups(head, hp.weight_decay)]
         kwargs = {"momentum": hp.momentum} if hp.optimizer.lower() in {"sgd", "momentum", "nesterov"} else {}
+        import timm.optim
+
         return timm.optim.create_optimizer_v2(
             groups, opt=hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay, **kwargs
         )
+
+    def on_fit_start(self) -> None:
+        """Warn when the datamodule's normalisation or image size differ from the pretrained weights'."""
+        warn_data_mismatch(self, getattr(self.backbone, "data_config", None))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         save_rng_states(checkpoint)

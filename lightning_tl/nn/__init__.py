@@ -1,4 +1,5 @@
-"""Layers and parameter surgery: momentum encoders and queues, gradient reversal, residual adapters, LoRA."""
+"""Layers and parameter surgery: momentum encoders and queues, gradient reversal, CDAN's multilinear map,
+residual adapters, LoRA."""
 
 from lightning_tl.nn.adapter_merge import adapter_state_dict, load_adapter_state_dict, merge_adapters
 from lightning_tl.nn.adapters import AdaptedConv, ParallelAdapter, SeriesAdapter, find_blocks, inject_adapters
@@ -21,6 +22,7 @@ from lightning_tl.nn.lora import (
     unmerge_lora,
 )
 from lightning_tl.nn.momentum import MemoryQueue, cosine_momentum, update_momentum
+from lightning_tl.nn.multilinear import MultilinearMap, multilinear_map
 from lightning_tl.nn.shuffle_bn import shuffle_permutation, shuffled_forward
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "LoRAConv2d",
     "LoRALinear",
     "MemoryQueue",
+    "MultilinearMap",
     "ParallelAdapter",
     "SeriesAdapter",
     "SmallConvNet",
@@ -48,6 +51,7 @@ __all__ = [
     "merge_adapters",
     "merge_lora",
     "model_domains",
+    "multilinear_map",
     "set_domain",
     "shuffle_permutation",
     "shuffled_forward",
