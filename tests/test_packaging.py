@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from own_data import cache_hub_weights, labelled_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 #: What the build needs from the checkout (the package, its recipes, the build files).
@@ -89,3 +90,18 @@ def test_installed_command_lists_and_runs_recipes_in_an_empty_folder(installed: 
     fit = _run(installed, tmp_path, command, "fit", "--recipe", "simclr/digits", "--trainer.fast_dev_run=1")
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert "fast_dev_run" in fit.stderr + fit.stdout
+
+
+def test_installed_command_fine_tunes_cached_hub_weights_offline(installed: Path, tmp_path: Path) -> None:
+    """The user's path end to end: the installed command fine-tunes timm's ImageNet tag on a folder of
+    photos with HF_HUB_OFFLINE=1 and a filled cache (conftest's cache; weights written by the test)."""
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    cache_hub_weights()  # timm/resnet18.a1_in1k in the Hugging Face cache layout
+    root = labelled_folder(tmp_path / "photos")
+    command = str(installed / "bin" / "lightning-tl")
+    small = ["--data.init_args.image_size=32", "--data.init_args.batch_size=4", "--trainer.max_epochs=1"]
+    limits = ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
+    recipe = ["fit", "--recipe", "finetune/imagefolder", f"--data.init_args.root={root}"]
+    fit = _run(installed, tmp_path, command, *recipe, *small, *limits)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert (tmp_path / "runs/finetune_imagefolder/checkpoints/last.ckpt").is_file()
