@@ -109,7 +109,7 @@ def _check_checkpoint_class(ckpt_path: str, model_config: Namespace) -> None:
             f"ckpt_path={ckpt_path!r} is not a file; pass a checkpoint file or ckpt_path=last "
             "(<trainer.default_root_dir>/checkpoints/last.ckpt)"
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # reads only what is used
     saved = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
     wanted = model_config.get("class_path") if isinstance(model_config, Namespace) else None
     if saved and wanted and _qualified(saved) != _qualified(wanted):
