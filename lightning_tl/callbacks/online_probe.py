@@ -110,6 +110,12 @@ class OnlineLinearProbe(Callback):
                     "OnlineLinearProbe needs the number of classes: pass `num_classes=` or use a datamodule "
                     "with an int `num_classes` attribute."
                 )
+            if num_classes < 2:
+                raise ValueError(
+                    f"OnlineLinearProbe needs labelled data with >= 2 classes, but the datamodule has "
+                    f"num_classes={num_classes} (e.g. an unlabelled image folder): use labelled data "
+                    "(an image folder with one subfolder per class and labelled: true) or drop the probe."
+                )
             self.num_classes = num_classes
         if self.feature_dim is not None and self.probe is None:
             self._build(self.feature_dim)

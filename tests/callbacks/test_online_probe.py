@@ -136,6 +136,13 @@ def test_errors_explain_the_contract() -> None:
             EncoderStandIn(), dm.train_dataloader(), dm.val_dataloader()
         )
 
+    unlabelled = DigitsStandIn()
+    unlabelled.num_classes = 0  # what an unlabelled image folder reports: the probe would learn nothing
+    with pytest.raises(ValueError, match=r"labelled data with >= 2 classes.*num_classes=0"):
+        Trainer(**trainer_kwargs(max_epochs=1, callbacks=[OnlineLinearProbe()])).fit(
+            EncoderStandIn(), datamodule=unlabelled
+        )
+
     with pytest.raises(ValueError, match="label 9 but num_classes=5"):
         _fit(OnlineLinearProbe(num_classes=5), epochs=1)
 
