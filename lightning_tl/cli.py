@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_tl.callbacks.last_checkpoint import LastCheckpoint
 from lightning_tl.cli_errors import root_cause
 from lightning_tl.recipes import expand_recipe_args
+from lightning_tl.weights import load_file
 
 #: Subcommands that are not LightningCLI's: name -> module with ``main(argv)``.
 TOOLS = {
@@ -109,7 +109,7 @@ def _check_checkpoint_class(ckpt_path: str, model_config: Namespace) -> None:
             f"ckpt_path={ckpt_path!r} is not a file; pass a checkpoint file or ckpt_path=last "
             "(<trainer.default_root_dir>/checkpoints/last.ckpt)"
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # reads only what is used
+    checkpoint = load_file(ckpt_path, mmap=True)  # no unpickling; a foreign file is refused with its cause
     saved = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
     wanted = model_config.get("class_path") if isinstance(model_config, Namespace) else None
     if saved and wanted and _qualified(saved) != _qualified(wanted):
