@@ -113,6 +113,9 @@ def test_other_files_say_what_was_expected(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("these are not weights\n")
     with pytest.raises(ValueError, match=r"notes\.txt' is not a weights file .*Expected a \.safetensors"):
         create_backbone("resnet18", pretrained=str(tmp_path / "notes.txt"))
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint\n")  # "n" is a pickle opcode weights_only refuses
+    with pytest.raises(ValueError, match=r"notes\.ckpt' is not a weights file .*Expected a \.safetensors"):
+        create_backbone("resnet18", pretrained=str(tmp_path / "notes.ckpt"))
     (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 10)
     with pytest.raises(ValueError, match=r"broken\.safetensors' is not a weights file"):
         create_backbone("resnet18", pretrained=str(tmp_path / "broken.safetensors"))
