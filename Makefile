@@ -33,7 +33,6 @@ typecheck: setup
 	$(BIN)/mypy
 
 bench: setup
-	$(BIN)/pip install -q $(TORCH_PINS) "lightly>=1.5"  # the peer pipeline in the augmentation table
 	$(BIN)/python -m benchmarks.run
 
 clean:
