@@ -102,7 +102,7 @@ def run_zero_shot(
     train_s = time.perf_counter() - start
     model, dm = cli.model, cli.datamodule
     steps = cli.trainer.global_step
-    train = dm._ensure_setup()["train"]
+    train = dm.splits()["train"]
     keep = stratified_split([train.label(i) for i in range(len(train))], [probe_train], seed=0)[1]
     probe_set = ImageTextDataset(train.subset(keep), dm.eval_transform(), dm.tokenizer)
     train_loader = DataLoader(probe_set, batch_size=256)

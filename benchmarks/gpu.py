@@ -2,7 +2,7 @@
 
 One script for a lent GPU session (``python -m benchmarks.run gpu``), in four parts:
 
-1. :class:`~lightning_tl.datamodules.batch_views.BatchViews` on CUDA against the same call on the CPU
+1. :class:`~lightning_tl.augment.BatchViews` on CUDA against the same call on the CPU
    (same per-image seeds: same crops, flips and random choices; values equal to float rounding),
    with bf16 output and grayscale input.
 2. Two-view images/s of the SimCLR recipe at 32/64/96/224 px: batched on the card vs per-sample
@@ -12,7 +12,7 @@ One script for a lent GPU session (``python -m benchmarks.run gpu``), in four pa
    224 px) in float32, bf16 autocast, and bf16 autocast + channels_last; the views' cost on the card
    as a fraction of the step; SimCLR and MoCo step time over the backbone+head step (method overhead).
 4. A Lightning ``fit`` of SimCLR on Fashion-MNIST with ``precision="bf16-mixed"``: per-sample views
-   in DataLoader workers vs on-device views (``augment_on_device``), and on-device views with the
+   in DataLoader workers vs on-device views (the view recipe's ``on_device``), and on-device views with the
    :class:`~lightning_tl.callbacks.ChannelsLast` callback: s/epoch and kNN accuracy.
    Needs the four Fashion-MNIST ``*-ubyte.gz`` files in ``$FMNIST_ROOT`` (else part 4 is skipped
    with a line saying so).
@@ -24,17 +24,21 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from benchmarks._timing import markdown_table
-from benchmarks.augment import photo_crops
-from lightning_tl.datamodules import cpu_kernel
-from lightning_tl.datamodules.batch_views import BatchViews
-from lightning_tl.datamodules.counter_rng import derive_seeds
-from lightning_tl.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, simclr_view_spec, view_transform
+from benchmarks.augmentation_throughput import photo_crops
+from lightning_tl.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BatchViews,
+    SimCLRViews,
+    cpu_kernel,
+    view_transform,
+)
+from lightning_tl.augment.counter_rng import derive_seeds
 from lightning_tl.losses import nt_xent_loss
 from lightning_tl.modules import MoCo, SimCLR
 
@@ -64,14 +68,14 @@ def check_cuda_matches_cpu(n: int = 256, size: int = 64) -> str:
     """Part 1: the same seeds give the same views on CUDA and on the CPU."""
     images = photo_crops(n, size, seed=1)
     seeds = derive_seeds(7, n)
-    spec = simclr_view_spec(size, 3, jitter_strength=1.0)
+    spec = SimCLRViews(jitter_strength=1.0).specs(size, 3)[0]
     make = BatchViews([spec, spec], 3, IMAGENET_MEAN, IMAGENET_STD)
     on_cpu = make(images, seeds)
     on_gpu = make(images.to(DEVICE), seeds.to(DEVICE))
     diffs = torch.stack([(c - g.cpu()).abs().flatten(1).amax(1) for c, g in zip(on_cpu, on_gpu, strict=True)])
     in_bf16 = BatchViews([spec, spec], 3, IMAGENET_MEAN, IMAGENET_STD, dtype=torch.bfloat16)
     bf16 = in_bf16(images.to(DEVICE), 7)
-    gray = BatchViews([simclr_view_spec(size, 1)] * 2, 1)(images[:, :1].to(DEVICE), seeds.to(DEVICE))
+    gray = BatchViews(SimCLRViews().specs(size, 1), 1)(images[:, :1].to(DEVICE), seeds.to(DEVICE))
     rows = [
         ["max |CUDA - CPU| over all pixels (normalised units)", f"{diffs.max().item():.2e}"],
         ["views with max difference > 1e-3", f"{int((diffs > 1e-3).sum())} of {diffs.numel()}"],
@@ -87,7 +91,7 @@ def views_throughput(sizes: tuple[int, ...] = (32, 64, 96, 224), items: int = 20
     threads = torch.get_num_threads()
     for size in sizes:
         images = photo_crops(items, size)
-        spec = simclr_view_spec(size, 3, jitter_strength=1.0)
+        spec = SimCLRViews(jitter_strength=1.0).specs(size, 3)[0]
         one_view = view_transform(spec, 3, IMAGENET_MEAN, IMAGENET_STD)
         torch.set_num_threads(1)
         per = min(items, 256)
@@ -176,7 +180,7 @@ def step_throughput(configs: tuple[tuple[str, int, int, bool], ...] | None = Non
         moco = MoCo(backbone=name, small_input=small, in_channels=3, queue_size=65536).to(DEVICE)
         moco.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no Trainer attached
         labels = torch.zeros(batch, dtype=torch.long, device=DEVICE)
-        spec = simclr_view_spec(size, 3, jitter_strength=1.0)
+        spec = SimCLRViews(jitter_strength=1.0).specs(size, 3)[0]
         make = BatchViews([spec, spec], 3, IMAGENET_MEAN, IMAGENET_STD, dtype=torch.bfloat16)
         images = photo_crops(batch, size).to(DEVICE)
         views_s = _cuda_seconds(lambda make=make, images=images: make(images, 0))
@@ -233,13 +237,13 @@ def lightning_fit(epochs: int = 2, steps: int = 100, batch: int = 512, workers: 
     from lightning_tl.datamodules import FashionMNISTDataModule
 
     rows = []
-    paths: list[tuple[str, dict[str, Any]]] = [
-        (f"per-sample torchvision v2, {workers} DataLoader workers", {"augment_on_device": False}),
-        ("batched on-device views (`augment_on_device: true`)", {"augment_on_device": True}),
-        ("on-device views + `ChannelsLast()` callback", {"augment_on_device": True, "channels_last": True}),
+    paths: list[tuple[str, bool, bool]] = [  # (label, views on the device, ChannelsLast callback)
+        (f"per-sample torchvision v2, {workers} DataLoader workers", False, False),
+        ("batched on-device views (`views: {on_device: true}`)", True, False),
+        ("on-device views + `ChannelsLast()` callback", True, True),
     ]
-    for label, kwargs in paths:
-        extra: list[L.Callback] = [ChannelsLast()] if kwargs.pop("channels_last", False) else []
+    for label, on_device, channels_last in paths:
+        extra: list[L.Callback] = [ChannelsLast()] if channels_last else []
         L.seed_everything(0)
         timer = EpochTimer()
         knn = KNNMonitor(k=20, every_n_epochs=epochs, max_bank_size=10_000, evaluate_at_start=False)
@@ -260,7 +264,10 @@ def lightning_fit(epochs: int = 2, steps: int = 100, batch: int = 512, workers: 
         )
         model = SimCLR(backbone="resnet18", in_channels=1, temperature=0.2, warmup_epochs=0.5)
         data = FashionMNISTDataModule(
-            root=root, batch_size=batch, num_views=2, crop_scale=(0.2, 1.0), num_workers=workers, **kwargs
+            root=root,
+            batch_size=batch,
+            views=SimCLRViews(crop_scale=(0.2, 1.0), on_device=on_device),
+            num_workers=workers,
         )
         trainer.fit(model, datamodule=data)
         seconds = statistics.median(timer.seconds[1:] or timer.seconds)  # epoch 1 warms up workers/kernels

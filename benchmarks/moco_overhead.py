@@ -1,6 +1,6 @@
 """MoCo method overhead: a MoCo training step against plain backbone steps on the same images.
 
-Same setting as :mod:`benchmarks.overhead` (SimCLR): ResNet-18 with the small-input stem, two views
+Same setting as :mod:`benchmarks.simclr_overhead` (SimCLR): ResNet-18 with the small-input stem, two views
 of N images, LARS-free SGD step here for both. The MoCo step is what ``MoCo.training_step`` does
 (momentum update of backbone + head, query forward/backward on view 1, key forward without gradient
 on view 2 with shuffle-BN, InfoNCE against a 65,536-key queue, enqueue); the SimCLR step is

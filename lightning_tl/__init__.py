@@ -2,117 +2,63 @@
 
 The public API, flat::
 
-    from lightning_tl import SimCLR, DigitsDataModule, KNNMonitor, create_backbone, nt_xent_loss"""
+    from lightning_tl import SimCLR, DigitsDataModule, KNNMonitor, create_backbone, nt_xent_loss
 
-from lightning_tl.backbones import Backbone, create_backbone, list_backbones
-from lightning_tl.callbacks import (
-    ChannelsLast,
-    FreezeSchedule,
-    KNNMonitor,
-    LastCheckpoint,
-    OnlineLinearProbe,
-    ZeroShotEvaluator,
-    freeze_param_groups,
-    zero_shot_classifier,
-)
-from lightning_tl.datamodules import (
-    BatchMixing,
-    DigitsDataModule,
-    DigitsMDataModule,
-    DomainAdaptationDataModule,
-    FashionMNISTDataModule,
-    FashionMNISTMDataModule,
-    ImageFolderDataModule,
-    ImageTextDataModule,
-    MultiDomainDataModule,
-    VisionDataModule,
-    build_policy,
-)
-from lightning_tl.heads import DomainClassifier, LinearHead, ProjectionHead, SimCLRProjectionHead
-from lightning_tl.losses import (
-    CLIPLoss,
-    InfoNCELoss,
-    MCCLoss,
-    NTXentLoss,
-    clip_loss,
-    info_nce_loss,
-    mcc_loss,
-    nt_xent_loss,
-)
-from lightning_tl.modules import CDAN, CLIP, DANN, MCC, AdapterResNet, ImageClassifier, MoCo, SimCLR
-from lightning_tl.nn import (
-    GradientReversal,
-    MemoryQueue,
-    MultilinearMap,
-    SmallConvNet,
-    cosine_momentum,
-    dann_coeff,
-    grad_reverse,
-    inject_adapters,
-    inject_lora,
-    merge_adapters,
-    merge_lora,
-    set_domain,
-    update_momentum,
-)
+Every name in the ``__all__`` of the subpackages below is available here. Names load on first use
+(PEP 562), so ``import lightning_tl.augment`` (or any one subpackage) imports only what that
+subpackage needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CDAN",
-    "CLIP",
-    "DANN",
-    "MCC",
-    "AdapterResNet",
-    "Backbone",
-    "BatchMixing",
-    "CLIPLoss",
-    "ChannelsLast",
-    "DigitsDataModule",
-    "DigitsMDataModule",
-    "DomainAdaptationDataModule",
-    "DomainClassifier",
-    "FashionMNISTDataModule",
-    "FashionMNISTMDataModule",
-    "FreezeSchedule",
-    "GradientReversal",
-    "ImageClassifier",
-    "ImageFolderDataModule",
-    "ImageTextDataModule",
-    "InfoNCELoss",
-    "KNNMonitor",
-    "LastCheckpoint",
-    "LinearHead",
-    "MCCLoss",
-    "MemoryQueue",
-    "MoCo",
-    "MultiDomainDataModule",
-    "MultilinearMap",
-    "NTXentLoss",
-    "OnlineLinearProbe",
-    "ProjectionHead",
-    "SimCLR",
-    "SimCLRProjectionHead",
-    "SmallConvNet",
-    "VisionDataModule",
-    "ZeroShotEvaluator",
-    "__version__",
-    "build_policy",
-    "clip_loss",
-    "cosine_momentum",
-    "create_backbone",
-    "dann_coeff",
-    "freeze_param_groups",
-    "grad_reverse",
-    "info_nce_loss",
-    "inject_adapters",
-    "inject_lora",
-    "list_backbones",
-    "mcc_loss",
-    "merge_adapters",
-    "merge_lora",
-    "nt_xent_loss",
-    "set_domain",
-    "update_momentum",
-    "zero_shot_classifier",
-]
+#: The subpackages whose ``__all__`` make up the flat API.
+SUBPACKAGES = (
+    "lightning_tl.augment",
+    "lightning_tl.backbones",
+    "lightning_tl.callbacks",
+    "lightning_tl.datamodules",
+    "lightning_tl.heads",
+    "lightning_tl.losses",
+    "lightning_tl.modules",
+    "lightning_tl.nn",
+)
+
+
+def _public(module: str) -> list[str]:
+    loaded = importlib.import_module(module)
+    names = getattr(loaded, "__all__", None)
+    if names is None:  # a plain module: its public classes and functions
+        names = [
+            n
+            for n, v in vars(loaded).items()
+            if not n.startswith("_") and getattr(v, "__module__", "") == module
+        ]
+    return list(names)
+
+
+def __getattr__(name: str) -> Any:
+    """Find ``name`` in the subpackages (importing them in order) on first access."""
+    if name == "__all__":
+        return ["__version__", *sorted({n for module in SUBPACKAGES for n in _public(module)})]
+    if name.startswith("__"):
+        raise AttributeError(name)
+    if (
+        importlib.util.find_spec(f"{__name__}.{name}") is not None
+    ):  # a submodule: `from lightning_tl import nn`
+        return importlib.import_module(f"{__name__}.{name}")
+    for module in SUBPACKAGES:
+        if name in _public(module):
+            value = getattr(importlib.import_module(module), name)
+            globals()[name] = value  # later lookups skip this function
+            return value
+    raise AttributeError(f"module 'lightning_tl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__getattr__("__all__")})

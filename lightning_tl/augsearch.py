@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lightning_tl.datamodules.policies import parse_policy
+from lightning_tl.augment import parse_policy
 
 #: AutoAugment's operations (Cubuk et al. 2019, table 1) available here (Cutout and SamplePairing are not).
 SEARCH_OPS = (
@@ -90,7 +90,8 @@ def proxy_score(config: str, spec: str, steps: int, metric: str, overrides: list
 
     with tempfile.TemporaryDirectory() as tmp:
         args = [
-            "--config", config, *overrides, f"--data.init_args.policy={spec}",
+            "--config", config, *overrides, "--data.init_args.augment=lightning_tl.augment.SupervisedAugment",
+            f"--data.init_args.augment.init_args.policy={spec}",
             f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1", "--trainer.logger=false",
             "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false", "--trainer.num_sanity_val_steps=0",

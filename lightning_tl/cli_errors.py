@@ -8,9 +8,12 @@ the lines that say what was wrong.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 from types import TracebackType
+
+from lightning_tl.datamodules.moved_args import MOVED
 
 _PACKAGE = str(Path(__file__).resolve().parent)
 #: Lines of jsonargparse's reports that say nothing about the mistake.
@@ -53,4 +56,7 @@ def root_cause(error: BaseException) -> str:
         return f"{type(inner).__name__}: {inner}"
     lines = [line for line in str(error).splitlines() if line.strip()]
     kept = [line for line in lines if not line.strip().startswith(_NOISE)]
-    return textwrap.dedent("\n".join(kept or lines)).strip()
+    message = textwrap.dedent("\n".join(kept or lines)).strip()
+    moved = sorted({key for key in re.findall(r"Option '(\w+)' is not accepted", message) if key in MOVED})
+    hints = [f"'{key}' moved: set it as {MOVED[key]}" for key in moved]
+    return "\n".join([message, *hints])

@@ -61,7 +61,7 @@ def discover_groups(module: nn.Module) -> list[LayerGroup]:
     inner = backbone
     if isinstance(backbone, Backbone):  # our wrapper: the network sits in .model
         inner, prefix = backbone.model, "backbone.model."
-    stages = _backbone_stages(inner)
+    stages = backbone_stages(inner)
     if stages is None:
         raise ValueError(
             f"cannot split the backbone ({type(inner).__name__}) into layer groups: it is not a timm model "
@@ -79,8 +79,21 @@ def discover_groups(module: nn.Module) -> list[LayerGroup]:
     return [*groups, LayerGroup(HEAD, ("*",))]
 
 
-def _backbone_stages(model: nn.Module) -> list[tuple[str, list[str]]] | None:
-    """(group name, patterns relative to ``model``) in input-to-output order, or None if unknown."""
+def backbone_stages(model: nn.Module) -> list[tuple[str, list[str]]] | None:
+    """The stages of a bare network, input to output, as ``(group name, glob patterns)``; None if unknown.
+
+    Patterns are relative to ``model`` (prefix them to use them on a module that holds it). Known
+    networks: a torchvision ResNet (``stem`` = conv1 + bn1, then ``layer1`` .. ``layer4``), a timm model
+    with ``group_matcher`` (its coarse groups, ``group0`` .. ``groupN``: stem, then stages or blocks), or
+    an ``nn.Sequential`` (each child with parameters or buffers, named by its index). Used by
+    :func:`discover_groups` and by CLIP's image tower for partial unlocking.
+
+    Example::
+
+        >>> from torch import nn
+        >>> backbone_stages(nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2)))
+        [('0', ['0.*']), ('2', ['2.*'])]
+    """
     if isinstance(model, torchvision.models.ResNet):
         stem = ["conv1.*", "bn1.*"]
         return [("stem", stem)] + [(f"layer{i}", [f"layer{i}.*"]) for i in range(1, 5)]

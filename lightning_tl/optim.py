@@ -5,13 +5,16 @@
   from those groups; timm's LARS skips the trust-ratio adaptation for groups without weight decay,
   as the SimCLR paper does for biases and batch-norm parameters.
 * :func:`warmup_cosine` / :func:`warmup_cosine_scheduler`: linear warm-up then cosine decay, per step.
+* :func:`layerwise_param_groups`: one lr per layer group, ``lr * decay ** (distance from the head)``.
+* :class:`ParamGroupProvider` / :func:`provided_param_groups`: a trainer callback that owns the
+  optimizer's grouping (``FreezeSchedule``'s layer groups) hands it to a module that knows only this file.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 from torch.optim import Optimizer
@@ -132,3 +135,37 @@ def layerwise_param_groups(
                     }
                 )
     return out
+
+
+@runtime_checkable
+class ParamGroupProvider(Protocol):
+    """A trainer callback that decides how a module's parameters are grouped for the optimizer.
+
+    :class:`~lightning_tl.callbacks.FreezeSchedule` is one: its groups are the layer groups, each at
+    its layer-wise lr, which it then freezes and unfreezes. Our modules find a provider by this method
+    (duck typing, :func:`provided_param_groups`), so they need not import any callback.
+    """
+
+    def param_groups(self, module: nn.Module, lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
+        """The optimizer's param groups for ``module`` at base ``lr``; weight decay on ``ndim >= 2`` only."""
+        ...
+
+
+def provided_param_groups(
+    module: nn.Module, lr: float, weight_decay: float = 0.0
+) -> list[dict[str, Any]] | None:
+    """Param groups from the :class:`ParamGroupProvider` among ``module``'s trainer callbacks, or None.
+
+    None when the module has no trainer or no callback provides groups; then build the groups yourself
+    (e.g. :func:`param_groups`).
+
+    Raises:
+        ValueError: more than one callback provides param groups (which one to follow is ambiguous).
+    """
+    trainer = getattr(module, "_trainer", None)
+    callbacks = getattr(trainer, "callbacks", None) or []
+    found = [c for c in callbacks if isinstance(c, ParamGroupProvider) and callable(c.param_groups)]
+    if len(found) > 1:
+        names = [type(c).__name__ for c in found]
+        raise ValueError(f"{len(found)} callbacks provide the optimizer's param groups ({names}); keep one.")
+    return found[0].param_groups(module, lr, weight_decay) if found else None

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
@@ -25,7 +24,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from lightning_tl.datamodules.base import VisionDataModule
+from lightning_tl.datamodules import VisionDataModule
 from lightning_tl.datamodules.sampling import sample_seed
 
 TITLE_HEIGHT = 28  # pixels of the title strip above the grid
@@ -33,10 +32,11 @@ PADDING = 2  # pixels between tiles (make_grid's padding)
 MIN_TILE = 64  # small images are enlarged (nearest neighbour) to at least this side
 
 
-def load_datamodule(config: str, overrides: dict[str, Any] | None = None) -> L.LightningDataModule:
+def load_datamodule(config: str, policy: str | None = None) -> L.LightningDataModule:
     """Instantiate the ``data:`` section of a recipe YAML (``class_path`` + ``init_args``).
 
-    ``overrides`` replace init args, e.g. ``{"policy": "trivialaugment"}``.
+    ``policy`` replaces the policy of its ``augment:`` (a :class:`~lightning_tl.augment.SupervisedAugment`,
+    added when the recipe has none), e.g. ``"trivialaugment"``.
     """
     path = Path(config)
     if not path.is_file():
@@ -47,10 +47,12 @@ def load_datamodule(config: str, overrides: dict[str, Any] | None = None) -> L.L
         raise ValueError(
             f"{config} has no `data:` section with a class_path; preview needs the recipe's datamodule"
         )
-    data = {
-        "class_path": data["class_path"],
-        "init_args": {**(data.get("init_args") or {}), **(overrides or {})},
-    }
+    init_args = dict(data.get("init_args") or {})
+    if policy is not None:
+        augment = init_args.get("augment") or {"class_path": "lightning_tl.augment.SupervisedAugment"}
+        augment = {**augment, "init_args": {**(augment.get("init_args") or {}), "policy": policy}}
+        init_args["augment"] = augment
+    data = {"class_path": data["class_path"], "init_args": init_args}
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(L.LightningDataModule, "data", required=True)
     cfg = parser.parse_object({"data": data})
@@ -74,13 +76,15 @@ def preview_image(dm: VisionDataModule, n_views: int = 8, n_images: int = 4, see
         raise ValueError(f"need n_views >= 1 and n_images >= 1, got {n_views}, {n_images}")
     if not isinstance(dm, VisionDataModule):
         raise TypeError(f"preview needs a VisionDataModule (ours or a subclass), got {type(dm).__name__}")
-    if dm.num_views != 0:
-        raise ValueError("preview shows the supervised policy; this recipe makes SSL views (num_views >= 2)")
-    train = dm._ensure_setup()["train"]
+    if dm.views is not None:
+        raise ValueError(
+            f"preview shows the supervised augmentation; this recipe makes SSL views ({dm.views!r})"
+        )
+    train = dm.splits()["train"]
     if n_images > len(train):
         raise ValueError(f"n_images={n_images} but the train split has {len(train)} images")
     augment = dm.augment_transform()
-    plain = [*dm._resize_steps(), *dm._channel_steps()]
+    plain = dm.plain_steps()
     tiles: list[Tensor] = []
     for i in range(n_images):
         image = train.image(i)
@@ -99,7 +103,8 @@ def preview_image(dm: VisionDataModule, n_views: int = 8, n_images: int = 4, see
     body = Image.fromarray(grid.permute(1, 2, 0).contiguous().numpy())
     canvas = Image.new("RGB", (body.width, body.height + TITLE_HEIGHT), "white")
     canvas.paste(body, (0, TITLE_HEIGHT))
-    title = f"policy: {dm.policy}  |  {type(dm).__name__}: original + {n_views} views"
+    policy = dm.augment.policy if dm.augment is not None else "none"
+    title = f"policy: {policy}  |  {type(dm).__name__}: original + {n_views} views"
     ImageDraw.Draw(canvas).text((4, 8), title, fill="black")
     return canvas
 
@@ -114,8 +119,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--policy", default=None, help="policy spec replacing the recipe's")
     parser.add_argument("--out", default="preview.png", help="output PNG path")
     args = parser.parse_args(argv)
-    dm = load_datamodule(args.config, {"policy": args.policy} if args.policy is not None else None)
+    dm = load_datamodule(args.config, policy=args.policy)
     image = preview_image(dm, args.n, args.images, args.seed)  # type: ignore[arg-type]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     image.save(args.out, format="PNG")
-    print(f"wrote {args.out} ({image.width}x{image.height}): policy {dm.policy!r}")  # type: ignore[attr-defined]
+    policy = dm.augment.policy if isinstance(dm, VisionDataModule) and dm.augment is not None else "none"
+    print(f"wrote {args.out} ({image.width}x{image.height}): policy {policy!r}")

@@ -145,7 +145,7 @@ def _dann_args(tmp: Path) -> list[str]:
 
 def _clip_args(tmp: Path) -> list[str]:
     return [
-        f"--data.init_args.annotations={captions_csv(tmp / 'pairs')}",
+        f"--data.init_args.dataset.path={captions_csv(tmp / 'pairs')}",
         "--data.init_args.image_size=32",
         "--data.init_args.batch_size=4",
         "--data.init_args.num_workers=0",

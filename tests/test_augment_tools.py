@@ -12,10 +12,10 @@ import torch
 import yaml
 from PIL import Image
 
+from lightning_tl.augment import SeededBatch, SupervisedAugment, build_policy, parse_policy
 from lightning_tl.augsearch import augment_search, random_policy
 from lightning_tl.cli import main
-from lightning_tl.datamodules import DigitsDataModule, ImageFolderDataModule, build_policy, parse_policy
-from lightning_tl.datamodules.mixing import MixItem
+from lightning_tl.datamodules import DigitsDataModule, ImageFolderDataModule
 from lightning_tl.modules import ImageClassifier
 from lightning_tl.preview import preview_size
 
@@ -29,7 +29,15 @@ def _recipe(tmp_path: Path, policy: str = "autoaugment:svhn") -> Path:
         "model": {"class_path": "lightning_tl.modules.ImageClassifier", "init_args": TINY},
         "data": {
             "class_path": "lightning_tl.datamodules.DigitsDataModule",
-            "init_args": {"batch_size": 16, "image_size": 16, "rgb": True, "policy": policy},
+            "init_args": {
+                "batch_size": 16,
+                "image_size": 16,
+                "rgb": True,
+                "augment": {
+                    "class_path": "lightning_tl.augment.SupervisedAugment",
+                    "init_args": {"policy": policy},
+                },
+            },
         },
     }
     path = tmp_path / "recipe.yaml"
@@ -80,9 +88,8 @@ def test_search_space_and_arguments() -> None:
 
 def _fit(steps: int, ckpt: str | None, save: str | None) -> list[float]:
     L.seed_everything(0)
-    dm = DigitsDataModule(
-        batch_size=32, policy="rand-m9-mstd0.5-inc1", mixup_alpha=0.4, cutmix_alpha=1.0, noise_std=0.05
-    )  # 1,257 train images: 40 batches per epoch
+    augment = SupervisedAugment("rand-m9-mstd0.5-inc1", mixup_alpha=0.4, cutmix_alpha=1.0, noise_std=0.05)
+    dm = DigitsDataModule(batch_size=32, augment=augment)  # 1,257 train images: 40 batches per epoch
     model = ImageClassifier(in_channels=1, num_classes=10, **TINY)  # type: ignore[arg-type]
     losses: list[float] = []
 
@@ -116,11 +123,12 @@ def test_image_folder_takes_a_policy_and_cutmix(tmp_path: Path) -> None:
         for i in range(6):
             pixels = torch.randint(0, 256, (20, 24, 3), generator=g, dtype=torch.uint8).numpy()
             Image.fromarray(pixels).save(tmp_path / label / f"{i}.png")
+    augment = SupervisedAugment("original", cutmix_alpha=1.0)
     dm = ImageFolderDataModule(
-        str(tmp_path), image_size=16, batch_size=4, val_fraction=0.2, policy="original", cutmix_alpha=1.0
+        str(tmp_path), image_size=16, batch_size=4, holdout=(0.2, 0.0), augment=augment
     )
     raw = next(iter(dm.train_dataloader()))
-    assert isinstance(raw, MixItem) and raw.images.shape == (4, 3, 16, 16)
+    assert isinstance(raw, SeededBatch) and raw.images.shape == (4, 3, 16, 16)
     x, targets = dm.on_after_batch_transfer(raw, 0)
     assert x.shape == (4, 3, 16, 16) and targets.shape == (4, 2)
     assert torch.allclose(targets.sum(1), torch.ones(4))

@@ -247,7 +247,7 @@ def tiny_hf_clip_name(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_hf_text_tower_loads_a_checkpoint_with_its_own_tokenizer(
     tiny_hf_clip_name: str, tmp_path: Path
 ) -> None:
-    from lightning_tl.datamodules.captions import create_tokenizer
+    from lightning_tl.tokenizers import create_tokenizer
 
     reference = open_clip.create_model(tiny_hf_clip_name, pretrained_text=False).eval()
     torch.save(reference.state_dict(), tmp_path / "tiny_hf.pt")

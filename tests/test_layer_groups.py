@@ -6,7 +6,7 @@ import pytest
 from torch import nn
 
 from lightning_tl.backbones import create_backbone
-from lightning_tl.layer_groups import assign, discover_groups, groups_from_patterns
+from lightning_tl.layer_groups import assign, backbone_stages, discover_groups, groups_from_patterns
 
 
 class WithBackbone(nn.Module):
@@ -79,3 +79,15 @@ def test_no_backbone_or_unknown_backbone_says_what_to_pass() -> None:
     only.backbone = nn.Sequential(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="no parameters outside `backbone`"):
         discover_groups(only)
+
+
+def test_backbone_stages_of_bare_networks() -> None:
+    """The public stage finder (also used by CLIP's image tower): patterns relative to the network."""
+    resnet = create_backbone("resnet18", small_input=True).model
+    stages = backbone_stages(resnet)
+    assert stages is not None
+    assert stages == [("stem", ["conv1.*", "bn1.*"])] + [(f"layer{i}", [f"layer{i}.*"]) for i in range(1, 5)]
+    timm_stages = backbone_stages(create_backbone("timm/resnet18", in_chans=1).model)
+    assert timm_stages is not None and [name for name, _ in timm_stages] == [f"group{i}" for i in range(5)]
+    assert backbone_stages(nn.Sequential(nn.ReLU(), nn.Linear(2, 2))) == [("1", ["1.*"])]  # stateless skipped
+    assert backbone_stages(nn.Linear(2, 2)) is None

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from lightning_tl.augment import SimCLRViews
 from lightning_tl.datamodules import DigitsDataModule
 from lightning_tl.losses import info_nce_loss
 from lightning_tl.modules import MoCo
@@ -33,10 +34,9 @@ class Recorder(L.Callback):
         )
 
 
-def _data(**kwargs: Any) -> DigitsDataModule:
-    return DigitsDataModule(
-        **{"batch_size": 16, "num_views": 2, "image_size": 8, "crop_scale": (0.4, 1.0), **kwargs}
-    )
+def _data(views: bool = True, on_device: bool | None = None, **kwargs: Any) -> DigitsDataModule:
+    recipe = SimCLRViews(crop_scale=(0.4, 1.0), on_device=on_device) if views else None
+    return DigitsDataModule(**{"batch_size": 16, "image_size": 8, "views": recipe, **kwargs})
 
 
 def _model(**kwargs: Any) -> MoCo:
@@ -230,9 +230,9 @@ def test_bad_inputs_have_clear_messages(tmp_path: Path) -> None:
         ValueError, match=r"queue_size=40 is smaller than the global batch 64.*queue_size >= 64"
     ):
         _trainer(tmp_path, []).fit(_model(), _data(batch_size=64))
-    with pytest.raises(ValueError, match=r"num_views=0.*num_views: 2"):
-        _trainer(tmp_path, []).fit(_model(), _data(num_views=0))
-    with pytest.raises(ValueError, match="num_views: 2"):
+    with pytest.raises(ValueError, match=r"makes 0 .*views: \{class_path: lightning_tl.augment"):
+        _trainer(tmp_path, []).fit(_model(), _data(views=False))
+    with pytest.raises(ValueError, match="Give the datamodule a view recipe"):
         _model().training_step((torch.randn(4, 1, 8, 8), torch.zeros(4)), 0)
     with pytest.raises(ValueError, match="exactly 2 views"):
         _model().training_step(([torch.randn(4, 1, 8, 8)] * 3, torch.zeros(4)), 0)

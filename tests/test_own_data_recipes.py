@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from own_data import OWN_DATA_RECIPE_ARGS, labelled_folder
+from own_data import OWN_DATA_RECIPE_ARGS, captions_csv, labelled_folder
 
-from lightning_tl.cli import build_cli
+from lightning_tl.cli import build_cli, main
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 # the tests shrink images to 32 px, so the ImageNet-weight recipes warn that the weights saw 224 px
@@ -65,7 +65,7 @@ def test_simclr_recipe_with_knn_monitor_on_a_labelled_folder(tmp_path: Path) -> 
         tmp_path,
         f"--data.init_args.root={root}",  # the documented additions for a labelled folder
         "--data.init_args.labelled=true",
-        "--data.init_args.val_fraction=0.25",
+        "--data.init_args.holdout=[0.25, 0.0]",
         "--trainer.callbacks+=lightning_tl.callbacks.KNNMonitor",
         "--trainer.callbacks.k=5",
         "--trainer.max_epochs=1",
@@ -84,3 +84,22 @@ def test_truncated_image_stops_the_run_naming_the_file(tmp_path: Path, workers: 
             f"--data.init_args.num_workers={workers}",
             "--trainer.max_epochs=1",  # one epoch reads every file (train and val)
         )
+
+
+def test_captions_recipe_names_the_new_place_of_an_old_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The caption file is now a ``dataset: CaptionFile`` object; the old flat key says so."""
+    csv_path = captions_csv(tmp_path / "pairs")
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "fit",
+                "--config",
+                str(RECIPES / "clip/captions_csv.yaml"),
+                f"--data.init_args.annotations={csv_path}",
+            ]
+        )
+    err = capsys.readouterr().err
+    new = "dataset: {class_path: lightning_tl.datamodules.CaptionFile, init_args: {path: ...}}"
+    assert f"'annotations' moved: set it as (ImageTextDataModule) {new}" in err

@@ -25,11 +25,12 @@ KERNEL_CHECK = """
 import sys
 import torch
 import lightning_tl
-from lightning_tl.datamodules import DigitsDataModule, cpu_kernel
+from lightning_tl.augment import SimCLRViews, cpu_kernel
+from lightning_tl.datamodules import DigitsDataModule
 
 assert lightning_tl.__file__.startswith(sys.argv[1]), lightning_tl.__file__
 assert cpu_kernel.SOURCE.is_file() and cpu_kernel.available(), cpu_kernel.unavailable_reason()
-dm = DigitsDataModule(num_views=2, image_size=8, batch_size=16, augment_on_device=True)
+dm = DigitsDataModule(views=SimCLRViews(on_device=True), image_size=8, batch_size=16)
 dm.setup("fit")
 batch = next(iter(dm.train_dataloader()))
 views = dm.on_after_batch_transfer(batch, 0)[0]
@@ -54,7 +55,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(build, check=True, capture_output=True, timeout=300)
     (wheel,) = (base / "dist").glob("lightning_tl-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "lightning_tl/datamodules/_cpu_views.c" in names and "lightning_tl/py.typed" in names
+    assert "lightning_tl/augment/_cpu_views.c" in names and "lightning_tl/py.typed" in names
     recipes = sorted(str(p.relative_to(ROOT / "recipes")) for p in (ROOT / "recipes").rglob("*.yaml"))
     assert sorted(n.split("_recipes/", 1)[1] for n in names if "/_recipes/" in n) == recipes
     site = base / "site"

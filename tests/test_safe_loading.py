@@ -16,6 +16,7 @@ import torch
 import torchvision
 from hub_cache import fill_torch_hub
 
+from lightning_tl.augment import SimCLRViews
 from lightning_tl.backbones import create_backbone
 from lightning_tl.datamodules import DigitsDataModule
 from lightning_tl.modules import CLIP, ImageClassifier, SimCLR
@@ -153,7 +154,7 @@ def test_our_lightning_checkpoints_load_with_weights_only(tmp_path: Path, module
         model: L.LightningModule = SimCLR(
             "resnet18", in_channels=1, hidden_dim=32, output_dim=16, lr=0.1, warmup_epochs=0
         )
-        data = DigitsDataModule(batch_size=16, num_views=2, image_size=8)
+        data = DigitsDataModule(batch_size=16, views=SimCLRViews(), image_size=8)
     else:
         model = ImageClassifier("resnet18", pretrained=False, in_channels=1, lr=0.01)
         data = DigitsDataModule(batch_size=16, image_size=8)

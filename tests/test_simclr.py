@@ -9,6 +9,7 @@ import lightning as L
 import pytest
 import torch
 
+from lightning_tl.augment import SimCLRViews
 from lightning_tl.datamodules import DigitsDataModule
 from lightning_tl.modules import SimCLR
 
@@ -23,10 +24,9 @@ class LossRecorder(L.Callback):
         self.losses.append(outputs["loss"].item())
 
 
-def _data(**kwargs: Any) -> DigitsDataModule:
-    return DigitsDataModule(
-        **{"batch_size": 32, "num_views": 2, "image_size": 8, "crop_scale": (0.4, 1.0), **kwargs}
-    )
+def _data(views: bool = True, on_device: bool | None = None, **kwargs: Any) -> DigitsDataModule:
+    recipe = SimCLRViews(crop_scale=(0.4, 1.0), on_device=on_device) if views else None
+    return DigitsDataModule(**{"batch_size": 32, "image_size": 8, "views": recipe, **kwargs})
 
 
 def _model(**kwargs: Any) -> SimCLR:
@@ -97,7 +97,7 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path: Path, stop_step: int, 
     full = LossRecorder()
     every = ModelCheckpoint(dirpath=tmp_path, filename="{step}", every_n_train_steps=stop_step, save_top_k=-1)
     L.seed_everything(1)
-    data = _data(augment_on_device=on_device)
+    data = _data(on_device=on_device)
     assert data.device_views == on_device  # batched views made in on_after_batch_transfer, or per sample
     _trainer(tmp_path / "full", [full, every]).fit(_model(), data)
     assert len(full.losses) == 6
@@ -105,7 +105,7 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path: Path, stop_step: int, 
     resumed = LossRecorder()
     L.seed_everything(123)  # a different global seed must not matter: RNG state comes from the checkpoint
     _trainer(tmp_path / "b", [resumed], enable_checkpointing=False).fit(
-        _model(), _data(augment_on_device=on_device), ckpt_path=tmp_path / f"step={stop_step}.ckpt"
+        _model(), _data(on_device=on_device), ckpt_path=tmp_path / f"step={stop_step}.ckpt"
     )
     assert resumed.losses == full.losses[stop_step:]
 
@@ -145,9 +145,9 @@ def test_bad_inputs_have_clear_messages(tmp_path: Path) -> None:
         _model(lr=None, optimizer="adamw")
     with pytest.raises(ValueError, match="batch_size=1"):
         _trainer(tmp_path, []).fit(_model(), _data(batch_size=1))
-    with pytest.raises(ValueError, match=r"num_views=0.*num_views: 2"):
-        _trainer(tmp_path, []).fit(_model(), _data(num_views=0))
-    with pytest.raises(ValueError, match="num_views: 2"):
+    with pytest.raises(ValueError, match=r"makes 0 .*views: \{class_path: lightning_tl.augment"):
+        _trainer(tmp_path, []).fit(_model(), _data(views=False))
+    with pytest.raises(ValueError, match="Give the datamodule a view recipe"):
         _model().training_step((torch.randn(4, 1, 8, 8), torch.zeros(4)), 0)
 
 
@@ -165,5 +165,5 @@ def test_overfit_batches_with_either_view_path(tmp_path: Path, on_device: bool) 
     # Lightning swaps our SeededSampler for a SequentialSampler: items are keyed by plain indices
     recorder = LossRecorder()
     trainer = _trainer(tmp_path, [recorder], max_epochs=2, limit_train_batches=None, overfit_batches=1)
-    trainer.fit(_model(), _data(augment_on_device=on_device))
+    trainer.fit(_model(), _data(on_device=on_device))
     assert len(recorder.losses) == 2 and all(torch.isfinite(torch.tensor(recorder.losses)))

@@ -1,11 +1,13 @@
 """FreezeSchedule: which layers train when, with layer-wise learning rates, exact across resume.
 
 The model is split into ordered layer groups (:mod:`lightning_tl.layer_groups`), the head last. A
-strategy picks the groups that train from the start: ``"linear_probe"`` (only the head),
-``"partial"`` (the last ``trainable_groups`` groups + head), ``"full"`` (everything, the pre-trained
-weights as initialisation) or ``"auto"`` (:func:`choose_strategy`: ``"full"`` by default, from our
-transfer tables; see there). ``unfreeze`` adds groups at epoch/step
-milestones (gradual unfreezing, ULMFiT: Howard & Ruder 2018), each warmed up over ``warmup_steps``.
+strategy object (:mod:`lightning_tl.callbacks.freeze_strategies`, by name through
+:func:`~lightning_tl.callbacks.list_freeze_strategies`) picks what trains from the start: whole
+groups (``"linear_probe"``: the head; ``"partial"``: the last ``trainable_groups`` groups + head;
+``"full"``: everything; ``"auto"``: one of these by data size, :mod:`lightning_tl.callbacks.freeze_auto`)
+and single parameters of frozen groups (``"bitfit"``: biases; ``"norm_only"``: normalisation
+layers' scales and shifts). ``unfreeze`` adds groups at epoch/step milestones (gradual unfreezing,
+ULMFiT: Howard & Ruder 2018), each warmed up over ``warmup_steps``.
 
 Optimizer contract: the optimizer is built from :meth:`FreezeSchedule.param_groups` (or
 :func:`freeze_param_groups` inside ``configure_optimizers``), which returns one param group per
@@ -13,13 +15,16 @@ layer group and weight-decay class from the start, each at its layer-wise lr
 ``lr * lr_decay ** (distance from head)``. The groups never change, so any torch/timm/Lightning
 scheduler works on them and no parameter appears twice. The callback checks this before training.
 Schedulers own ``group["lr"]``; during every ``optimizer.step`` the callback multiplies it by 0 for
-frozen groups and by the warm-up factor for newly unfrozen ones, then puts the scheduler's value
-back, so chainable schedulers (``CosineAnnealingLR``, ``StepLR``) and closed-form ones
-(``LambdaLR``, ``OneCycleLR``, timm) all keep their own trajectory and frozen groups never move.
+frozen groups and by the warm-up factor for newly unfrozen ones (not for param groups holding
+parameters the strategy trained from the start, such as BitFit's biases), then puts the scheduler's
+value back (:mod:`lightning_tl.callbacks._freeze_optimizer`), so chainable schedulers
+(``CosineAnnealingLR``, ``StepLR``) and closed-form ones (``LambdaLR``, ``OneCycleLR``, timm) all
+keep their own trajectory and frozen groups never move.
 
-Frozen groups have ``requires_grad=False`` (so a frozen prefix runs without building an autograd
-graph: a linear-probe step costs about one forward pass) and their BatchNorm layers in eval mode
-(running statistics unchanged) unless ``train_bn=True``.
+Frozen parameters have ``requires_grad=False`` (so a frozen prefix runs without building an autograd
+graph: a linear-probe step costs about one forward pass; BENCHMARKS.md, "Layer freezing: step time
+and memory") and the BatchNorm layers of frozen groups are in eval mode (running statistics
+unchanged) unless ``train_bn=True``.
 """
 
 from __future__ import annotations
@@ -33,88 +38,35 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.optim import Optimizer
 from typing_extensions import override
 
+from lightning_tl.callbacks._freeze_optimizer import StepLrScaling, check_layer_group_optimizers
+from lightning_tl.callbacks._freeze_registry import create_freeze_strategy
+from lightning_tl.callbacks.freeze_auto import AUTO_THRESHOLDS, check_thresholds, choose_strategy
+from lightning_tl.callbacks.freeze_strategies import FreezeContext, FreezeStrategy
 from lightning_tl.layer_groups import LayerGroup, assign, discover_groups, group_index, groups_from_patterns
 from lightning_tl.optim import layerwise_param_groups
 
-STRATEGIES = ("linear_probe", "partial", "full", "auto")
-#: Minimum labelled images (``*_min_samples``) and images per class (``*_min_per_class``) for
-#: ``"auto"`` to pick ``full`` (both ``full_*`` hold), else ``partial`` (both ``partial_*`` hold), else
-#: ``linear_probe``. All 0 by default, i.e. ``"auto"`` picks ``full`` at every size: fitted to
-#: BENCHMARKS.md's layer-freezing tables, where full fine-tuning had the best mean accuracy at every
-#: measured size, 1 to 2,000 labels per class, near and far target (see :func:`choose_strategy`).
-#: Override any of them with ``FreezeSchedule(auto_thresholds={...})`` to trade accuracy for a
-#: cheaper step.
-AUTO_THRESHOLDS = {
-    "partial_min_samples": 0,
-    "partial_min_per_class": 0,
-    "full_min_samples": 0,
-    "full_min_per_class": 0,
-}
-
-
-def check_thresholds(thresholds: dict[str, int] | None) -> dict[str, int]:
-    """:data:`AUTO_THRESHOLDS` updated with ``thresholds``; unknown keys or negative values: ValueError."""
-    unknown = set(thresholds or {}) - set(AUTO_THRESHOLDS)
-    if unknown:
-        raise ValueError(f"unknown auto_thresholds keys {sorted(unknown)}; known: {sorted(AUTO_THRESHOLDS)}.")
-    bad = {k: v for k, v in (thresholds or {}).items() if not isinstance(v, int | float) or v < 0}
-    if bad:
-        raise ValueError(f"auto_thresholds must be numbers >= 0 (images, or images per class), got {bad}.")
-    return {**AUTO_THRESHOLDS, **(thresholds or {})}
-
-
-def choose_strategy(num_samples: int, num_classes: int, thresholds: dict[str, int] | None = None) -> str:
-    """The strategy ``"auto"`` picks for ``num_samples`` labelled images of ``num_classes`` classes.
-
-    ``full`` when ``num_samples >= full_min_samples`` and images per class ``>= full_min_per_class``,
-    else ``partial`` when both ``partial_*`` minimums hold, else ``linear_probe``
-    (:data:`AUTO_THRESHOLDS`, updated with ``thresholds``).
-
-    The defaults (all 0: ``full`` at every size) come from our measurements, not from the textbook
-    rule (Yosinski et al. 2014; the CS231n notes: probe below ~500 images / 50 per class, partial
-    below ~5,000 / 500, which these thresholds encoded before). In BENCHMARKS.md's layer-freezing
-    tables, with each strategy's lr picked on a validation split (the protocol of Kornblith et al.,
-    CVPR 2019), full fine-tuning had the best mean test accuracy at every size measured:
-
-    - CPU, ``python -m benchmarks.run freeze_rule`` (quarter-width ResNet-18 pre-trained on
-      Fashion-MNIST classes 0-4, test acc 0.905; 3 seeds; 1, 2, 5, 10, 20, 50, 100 labels per class):
-      near target Fashion-MNIST 5-9, full 46.1 / 80.0 / 90.5 % at 1 / 5 / 100 labels per class, partial
-      40.7 / 71.7 / 88.9, probe 37.6 / 57.6 / 77.8; far target scikit-learn digits, full 62.5 / 87.5 /
-      97.5, partial 61.2 / 80.1 / 94.8, probe 49.8 / 65.1 / 74.6. Full beat the probe in all 42 paired
-      seed comparisons and partial in 40 (a tie within noise only at 1 digit per class).
-    - H100, ``benchmarks/transfer_gpu.py`` (ResNet-18, source test acc 0.952; Fashion-MNIST 5-9):
-      2 labels per class (full 0.599, probe 0.539), 20 (0.885 / partial 0.875 / probe 0.765),
-      200 (0.955 / 0.944 / 0.888) and 2,000 (0.968 / 0.959 / 0.908).
-
-    What freezing buys there is cost, not accuracy: a probe step takes 0.30x and a partial step
-    0.58x of a full step (ResNet-18, BENCHMARKS.md's step-time table). Raise the thresholds when
-    compute decides, e.g. ``{"full_min_per_class": 50}`` (partial below 50 labels per class: 1-9
-    points lower in the CPU table). Untested: fewer labelled images than classes, and source models
-    much stronger than the target needs (large ImageNet models on natural images), where probes are
-    reported to compete.
-    """
-    if num_samples < 0 or num_classes < 1:
-        raise ValueError(
-            f"choose_strategy needs num_samples >= 0 and num_classes >= 1, got {num_samples}, {num_classes}."
-        )
-    t = check_thresholds(thresholds)
-    per_class = num_samples / num_classes
-    if num_samples >= t["full_min_samples"] and per_class >= t["full_min_per_class"]:
-        return "full"
-    if num_samples >= t["partial_min_samples"] and per_class >= t["partial_min_per_class"]:
-        return "partial"
-    return "linear_probe"
+__all__ = [
+    "AUTO_THRESHOLDS",  # re-exported: the rule lives in freeze_auto.py
+    "FreezeSchedule",
+    "check_thresholds",
+    "choose_strategy",
+    "find_freeze_schedule",
+    "freeze_param_groups",
+]
 
 
 class FreezeSchedule(Callback):
     """Freeze layer groups by strategy, unfreeze them on a schedule, layer-wise lrs, exact resume.
 
     Args:
-        strategy: ``"linear_probe"``, ``"partial"``, ``"full"`` or ``"auto"`` (:func:`choose_strategy`;
-            with the default :data:`AUTO_THRESHOLDS` it picks ``"full"``, the measured winner).
+        strategy: what trains from the start: a registered name (``"linear_probe"``, ``"partial"``,
+            ``"full"``, ``"auto"``, ``"bitfit"``, ``"norm_only"`` or one added with
+            :func:`~lightning_tl.callbacks.register_freeze_strategy`) or a
+            :class:`~lightning_tl.callbacks.freeze_strategies.FreezeStrategy` instance (in YAML:
+            ``class_path``/``init_args``). ``"auto"`` (:func:`choose_strategy`) picks ``"full"`` with
+            the default :data:`AUTO_THRESHOLDS`, the measured winner (BENCHMARKS.md, "Layer freezing").
         trainable_groups: for ``"partial"`` (also when ``"auto"`` picks it): backbone groups trained
             with the head.
         unfreeze: ``{milestone: what}`` with ``what`` an int (that many more groups, from the top down),
@@ -123,8 +75,11 @@ class FreezeSchedule(Callback):
         groups: glob patterns over parameter names, input to output, head last (e.g.
             ``["encoder.0.*", "encoder.1.*", "*"]``); default: found from the module's ``backbone``.
         lr_decay: layer-wise decay: group lr = base lr * lr_decay ** (distance from head).
-        warmup_steps: linear warm-up of a newly unfrozen group's lr over this many optimizer steps.
+        warmup_steps: linear warm-up of a newly unfrozen group's lr over this many optimizer steps
+            (param groups with parameters the strategy trained from the start keep their lr).
         train_bn: keep BatchNorm of frozen groups in train mode with trainable affine parameters.
+            Otherwise their running statistics stay fixed, also when a strategy trains their affine
+            parameters (``"bitfit"``, ``"norm_only"``).
         num_train_samples, num_classes: for ``"auto"``; default: read from the datamodule / module.
         auto_thresholds: overrides of :data:`AUTO_THRESHOLDS`, e.g. ``{"full_min_per_class": 50}``
             (``partial`` below 50 labels per class: cheaper steps, lower accuracy).
@@ -133,12 +88,13 @@ class FreezeSchedule(Callback):
 
         freeze = FreezeSchedule("linear_probe", unfreeze={2: 1, 4: "all"}, lr_decay=0.5)
         trainer = Trainer(max_epochs=6, callbacks=[freeze])
+        # or: FreezeSchedule(BitFit()), FreezeSchedule("norm_only", unfreeze={3: "all"})
         # in the module: optimizer = torch.optim.SGD(freeze_param_groups(self, lr=0.1), momentum=0.9)
     """
 
     def __init__(
         self,
-        strategy: str = "linear_probe",
+        strategy: str | FreezeStrategy = "linear_probe",
         trainable_groups: int = 1,
         unfreeze: dict[int, int | str | list[str]] | None = None,
         interval: str = "epoch",
@@ -150,8 +106,15 @@ class FreezeSchedule(Callback):
         num_classes: int | None = None,
         auto_thresholds: dict[str, int] | None = None,
     ) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(map(repr, STRATEGIES))}.")
+        if isinstance(strategy, str):
+            strategy_object = create_freeze_strategy(strategy)
+        elif isinstance(strategy, FreezeStrategy):
+            strategy_object = strategy
+        else:
+            raise ValueError(
+                "strategy must be a strategy name or a FreezeStrategy instance, got "
+                f"{type(strategy).__name__} {strategy!r}."
+            )
         if trainable_groups < 1:
             raise ValueError(
                 f"trainable_groups must be >= 1 (backbone groups 'partial' trains), got {trainable_groups}."
@@ -174,6 +137,7 @@ class FreezeSchedule(Callback):
                     "of group names."
                 )
         self.strategy = strategy
+        self._strategy = strategy_object
         self.trainable_groups = trainable_groups
         self.unfreeze = dict(sorted((unfreeze or {}).items()))
         self.interval = interval
@@ -190,13 +154,14 @@ class FreezeSchedule(Callback):
         self._module: nn.Module | None = None
         self._bn: list[tuple[_BatchNorm, int]] = []
         self.resolved_strategy: str | None = None
-        self.trainable: list[bool] = []
+        self.trainable: list[bool] = []  # per layer group: trains as a whole
+        self.extra_params: list[str] = []  # parameters of frozen groups the strategy trains (BitFit's biases)
+        self._extra_ids: set[int] = set()
         self.unfrozen_at: dict[str, int] = {}  # group name -> global step it was unfrozen by the schedule
         self.applied: list[int] = []  # milestones already applied
         self._pending: dict[str, Any] | None = None
         self._trainer: pl.Trainer | None = None
-        self._hooks: list[Any] = []
-        self._saved_lrs: list[float] = []
+        self._lr_scaling = StepLrScaling(self._factor)
         self._pending_lrs: dict[str, float] | None = None
 
     # ------------------------------------------------------------------ groups and param groups
@@ -236,12 +201,7 @@ class FreezeSchedule(Callback):
             return
         groups = self.resolve_groups(pl_module)
         names = [g.name for g in groups]
-        body = len(groups) - 1
-        if self.strategy in ("partial", "auto") and self.trainable_groups > body:
-            raise ValueError(
-                f"trainable_groups={self.trainable_groups} but the model has only {body} groups below "
-                f"the head: {names[:-1]}; lower trainable_groups."
-            )
+        self._strategy.check(self._context(trainer))
         for milestone, what in self.unfreeze.items():
             if isinstance(what, list) and (bad := [w for w in what if w not in names]):
                 raise ValueError(f"unfreeze[{milestone}] names unknown groups {bad}; the groups are {names}.")
@@ -254,7 +214,7 @@ class FreezeSchedule(Callback):
                 stacklevel=2,
             )
         ddp_kwargs = getattr(trainer.strategy, "_ddp_kwargs", {})
-        freezes = self.strategy != "full"
+        freezes = self._strategy.freezes
         if (
             freezes
             and isinstance(trainer.strategy, DDPStrategy)
@@ -280,20 +240,22 @@ class FreezeSchedule(Callback):
                 raise ValueError(
                     f"checkpoint's FreezeSchedule state names groups {bad} this model lacks ({names})."
                 )
+            params = dict(pl_module.named_parameters())
+            if bad := [n for n in state.get("params", []) if n not in params]:
+                raise ValueError(
+                    f"checkpoint's FreezeSchedule state trains parameters {bad[:4]} this model lacks."
+                )
             self.resolved_strategy = state["strategy"]
             self.trainable = [n in state["trainable"] for n in names]
+            self._set_extra(state.get("params", []))
             self.unfrozen_at = dict(state["unfrozen_at"])
             self.applied = list(state["applied"])
             self._pending_lrs = dict(state["lrs"])
         else:
-            self.resolved_strategy = self._resolve_strategy(trainer, pl_module)
-            self.trainable = self._initial_trainable(self.resolved_strategy)
+            self._start(trainer)
             self.unfrozen_at, self.applied = {}, []
         self._check_optimizers(trainer)
-        self._remove_hooks()
-        for optimizer in trainer.optimizers:
-            self._hooks.append(optimizer.register_step_pre_hook(self._scale_lrs))
-            self._hooks.append(optimizer.register_step_post_hook(self._restore_lrs))
+        self._lr_scaling.attach(trainer.optimizers)
         if self._pending_lrs is not None:  # the optimizer/scheduler state must give the saved lrs back
             self._apply()
             if (now := self.effective_lrs()) != self._pending_lrs:
@@ -318,13 +280,14 @@ class FreezeSchedule(Callback):
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._remove_hooks()
+        self._lr_scaling.detach()
 
     @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "strategy": self.resolved_strategy,
             "trainable": [g.name for g, t in zip(self.groups, self.trainable, strict=False) if t],
+            "params": list(self.extra_params),
             "unfrozen_at": dict(self.unfrozen_at),
             "applied": list(self.applied),
             "lrs": self.effective_lrs(),
@@ -335,33 +298,47 @@ class FreezeSchedule(Callback):
         self._pending = dict(state_dict)
 
     # ------------------------------------------------------------------ internals
-    def _resolve_strategy(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
-        if self.strategy != "auto":
-            return self.strategy
-        samples, classes = self.num_train_samples, self.num_classes
-        datamodule = getattr(trainer, "datamodule", None)
-        if samples is None:
-            if datamodule is not None and hasattr(datamodule, "labelled_dataset"):
-                samples = len(datamodule.labelled_dataset("train"))
-            elif hasattr(getattr(trainer, "train_dataloader", None), "dataset"):
-                samples = len(trainer.train_dataloader.dataset)  # type: ignore[union-attr, arg-type]
-        if classes is None:
-            classes = getattr(datamodule, "num_classes", None) or pl_module.hparams.get("num_classes")
-        if samples is None or classes is None:
-            raise ValueError(
-                f"strategy='auto' needs the number of training samples ({samples}) and classes ({classes}); "
-                "pass FreezeSchedule(num_train_samples=..., num_classes=...)."
-            )
-        choice = choose_strategy(int(samples), int(classes), self.auto_thresholds)
-        rank_zero_info(
-            f"FreezeSchedule: strategy='auto' chose {choice!r} for {samples} samples, {classes} classes."
+    def _context(self, trainer: pl.Trainer | None) -> FreezeContext:
+        assert self._module is not None
+        return FreezeContext(
+            module=self._module,
+            groups=tuple(g.name for g in self.groups),
+            members=tuple(tuple(names) for names in self._names),
+            trainable_groups=self.trainable_groups,
+            trainer=trainer,
+            num_train_samples=self.num_train_samples,
+            num_classes=self.num_classes,
+            auto_thresholds=self.auto_thresholds,
         )
-        return choice
 
-    def _initial_trainable(self, strategy: str) -> list[bool]:
-        n = len(self.groups)
-        first = {"linear_probe": n - 1, "partial": n - 1 - self.trainable_groups, "full": 0}[strategy]
-        return [i >= first for i in range(n)]
+    def _start(self, trainer: pl.Trainer) -> None:
+        """The strategy's initial choice: whole groups, and single parameters of frozen groups."""
+        ctx = self._context(trainer)
+        strategy = self._strategy.resolve(ctx)
+        flags = [bool(f) for f in strategy.groups(ctx)]
+        if len(flags) != len(self.groups):
+            raise ValueError(
+                f"strategy {strategy.name!r} returned {len(flags)} group flags for {len(self.groups)} layer "
+                f"groups {list(ctx.groups)}."
+            )
+        known = {n for names in ctx.members for n in names}
+        chosen = set(strategy.params(ctx))
+        if unknown := sorted(chosen - known):
+            raise ValueError(f"strategy {strategy.name!r} chose parameters the model lacks: {unknown[:4]}.")
+        frozen = {n for names, f in zip(ctx.members, flags, strict=True) if not f for n in names}
+        if not any(flags) and not chosen & frozen:
+            raise ValueError(
+                f"strategy {strategy.name!r} trains no parameter; it must choose a group or a parameter."
+            )
+        self.resolved_strategy = strategy.name
+        self.trainable = flags
+        self._set_extra(sorted(chosen & frozen))
+
+    def _set_extra(self, names: list[str]) -> None:
+        assert self._module is not None
+        params = dict(self._module.named_parameters())
+        self.extra_params = list(names)
+        self._extra_ids = {id(params[n]) for n in names}
 
     def _due_milestones(self, trainer: pl.Trainer) -> bool:
         now = trainer.current_epoch if self.interval == "epoch" else trainer.global_step
@@ -389,6 +366,8 @@ class FreezeSchedule(Callback):
         for names, trainable in zip(self._names, self.trainable, strict=True):
             for n in names:
                 params[n].requires_grad_(trainable)
+        for n in self.extra_params:
+            params[n].requires_grad_(True)
         for bn, index in self._bn:
             keep_training = self.trainable[index] or self.train_bn
             bn.train(keep_training and self._module.training)
@@ -402,19 +381,16 @@ class FreezeSchedule(Callback):
         start = self.unfrozen_at.get(group.get("layer_group", ""))
         if start is None or self.warmup_steps == 0 or self._trainer is None:
             return 1.0
+        if self._extra_ids and any(id(p) in self._extra_ids for p in group["params"]):
+            return 1.0  # trained from the start (BitFit's biases): no second warm-up when the group unfreezes
         return min(1.0, (self._trainer.global_step - start + 1) / self.warmup_steps)
 
-    def _scale_lrs(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-        self._saved_lrs = [g["lr"] for g in optimizer.param_groups]
-        for g in optimizer.param_groups:
-            g["lr"] = g["lr"] * self._factor(g)
-
-    def _restore_lrs(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-        for g, lr in zip(optimizer.param_groups, self._saved_lrs, strict=True):
-            g["lr"] = lr
-
     def effective_lrs(self) -> dict[str, float]:
-        """Each layer group's lr in the next optimizer step: scheduler's value x (0 frozen, warm-up, 1)."""
+        """Each layer group's lr in the next optimizer step: scheduler's value x (0 frozen, warm-up, 1).
+
+        The lr of the group's first param group (its weights): a frozen group whose biases train
+        (``"bitfit"``) reports 0 here while its biases step at the layer-wise lr.
+        """
         if self._trainer is None:
             return {}
         out: dict[str, float] = {}
@@ -445,47 +421,23 @@ class FreezeSchedule(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         groups = [g.name for g, t in zip(self.groups, self.trainable, strict=True) if t]
+        params = [n for n in self.extra_params if not self.trainable[self._group_of(n)]]
+        extra = f" + {len(params)} parameter tensors of frozen groups" if params else ""
         rank_zero_info(
             f"FreezeSchedule ({self.resolved_strategy}) at epoch {trainer.current_epoch}, step "
-            f"{trainer.global_step}: training {groups}, {trainable:,} parameters; lrs {lrs}"
+            f"{trainer.global_step}: training {groups}{extra}, {trainable:,} parameters; lrs {lrs}"
         )
+
+    def _group_of(self, name: str) -> int:
+        return next(i for i, names in enumerate(self._names) if name in names)
 
     def _check_optimizers(self, trainer: pl.Trainer) -> None:
-        owner = {}
         assert self._module is not None
         params = dict(self._module.named_parameters())
-        for group, names in zip(self.groups, self._names, strict=True):
-            for n in names:
-                owner[id(params[n])] = group.name
-        seen: set[int] = set()
-        fix = (
-            "Build the optimizer from the callback's param groups: in configure_optimizers, "
-            "`torch.optim.SGD(freeze_param_groups(self, lr=0.1))` (from lightning_tl.callbacks.freezing) "
-            "or `freeze.param_groups(self, lr=0.1)`."
-        )
-        for optimizer in trainer.optimizers:
-            for g in optimizer.param_groups:
-                for p in g["params"]:
-                    if id(p) not in owner:
-                        continue
-                    if g.get("layer_group") != owner[id(p)]:
-                        raise ValueError(
-                            f"the optimizer's param groups are not FreezeSchedule's layer groups. {fix}"
-                        )
-                    if id(p) in seen:
-                        raise ValueError(
-                            f"a parameter of layer group {owner[id(p)]!r} is in the optimizer twice. {fix}"
-                        )
-                    seen.add(id(p))
-        if len(seen) != len(owner):
-            raise ValueError(
-                f"{len(owner) - len(seen)} parameters of the model are in no optimizer param group. {fix}"
-            )
-
-    def _remove_hooks(self) -> None:
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks = []
+        owner = {
+            id(params[n]): g.name for g, names in zip(self.groups, self._names, strict=True) for n in names
+        }
+        check_layer_group_optimizers(trainer.optimizers, owner)
 
 
 def freeze_param_groups(

@@ -10,21 +10,20 @@ at almost no cost.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lightning_tl.callbacks._step_features import StepFeaturesCallback, labelled_rows, step_features
 from lightning_tl.distributed import all_reduce_sum, gather_uneven
 
 
-class OnlineLinearProbe(Callback):
+class OnlineLinearProbe(StepFeaturesCallback):
     r"""Train ``nn.Linear(D, num_classes)`` on the features the module returns from its steps.
 
     ``training_step`` must return a dict with ``"loss"``, ``"features"`` (B, D) and ``"labels"``
@@ -126,11 +125,9 @@ class OnlineLinearProbe(Callback):
     ) -> None:
         if outputs is None:  # training_step returned None: the module skipped this batch
             return
-        features, labels = self._unpack(outputs, "training_step")
+        features, labels = step_features(outputs, "OnlineLinearProbe", "training_step")
         # every rank steps on the same global batch (rank order), so the probes stay identical
-        features, labels = gather_uneven(features), gather_uneven(labels)  # (N, D), (N,)
-        keep = labels >= 0
-        features, labels = features[keep], labels[keep]
+        features, labels = labelled_rows(gather_uneven(features), gather_uneven(labels))  # (N, D), (N,)
         if labels.numel() == 0:
             return
         probe, optimizer = self._ready(features.shape[1], features.device)
@@ -154,20 +151,10 @@ class OnlineLinearProbe(Callback):
         self._val_counts = torch.zeros(3, dtype=torch.long, device=pl_module.device)
 
     @override
-    def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
+    def on_step_features(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any) -> None:
         if self.probe is None or self._val_counts is None or outputs is None:
             return
-        features, labels = self._unpack(outputs, "validation_step")
-        keep = labels >= 0
-        features, labels = features[keep], labels[keep]
+        features, labels = labelled_rows(*step_features(outputs, "OnlineLinearProbe", "validation_step"))
         if labels.numel() == 0:
             return
         probe, _ = self._ready(features.shape[1], features.device)
@@ -283,20 +270,3 @@ class OnlineLinearProbe(Callback):
                 f"OnlineLinearProbe got label {int(labels.max())} but num_classes={self.num_classes}; "
                 "labels must be in [0, num_classes) or -1 for unlabelled."
             )
-
-    @staticmethod
-    def _unpack(outputs: Any, hook: str) -> tuple[Tensor, Tensor]:
-        """Detached float features (B, D) and long labels (B,) from a step's output dict."""
-        if not isinstance(outputs, Mapping) or "features" not in outputs or "labels" not in outputs:
-            got = sorted(outputs) if isinstance(outputs, Mapping) else type(outputs).__name__
-            raise ValueError(
-                f"OnlineLinearProbe needs `{hook}` to return a dict with 'features' (B, D) backbone features "
-                f"and 'labels' (B,) long labels (-1 for unlabelled); got {got}."
-            )
-        features, labels = outputs["features"], outputs["labels"]
-        if features.dim() != 2 or labels.shape != (features.shape[0],):
-            raise ValueError(
-                f"OnlineLinearProbe expects 'features' (B, D) and 'labels' (B,), got {tuple(features.shape)} "
-                f"and {tuple(labels.shape)}."
-            )
-        return features.detach().float(), labels.detach().long()

@@ -14,10 +14,11 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
+
+from lightning_tl.callbacks._step_features import StepFeaturesCallback, labelled_rows
 
 DEFAULT_TEMPLATES = ("a photo of a {}.", "a photo of the {}.", "an image of a {}.")
 
@@ -56,7 +57,7 @@ def zero_shot_classifier(
     return F.normalize(z, dim=-1)
 
 
-class ZeroShotEvaluator(Callback):
+class ZeroShotEvaluator(StepFeaturesCallback):
     """Log zero-shot top-1 / top-5 accuracy of a CLIP module on its validation (and test) batches.
 
     At the start of each validation/test epoch the classifier is built with
@@ -107,7 +108,8 @@ class ZeroShotEvaluator(Callback):
             )
         return list(names), tokenizer
 
-    def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    @override
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         names, tokenizer = self._resolve(trainer)
         self._weights = zero_shot_classifier(pl_module, tokenizer, names, self.templates)
         c = len(names)
@@ -115,18 +117,19 @@ class ZeroShotEvaluator(Callback):
             k: MulticlassAccuracy(num_classes=c, top_k=min(k, c)).to(pl_module.device) for k in (1, 5)
         }
 
-    def _batch(self, outputs: Any) -> None:
+    @override
+    def on_step_features(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any) -> None:
         if self._weights is None or not isinstance(outputs, dict):
             return
-        features, labels = outputs["features"], outputs["labels"]
-        keep = labels >= 0
-        if not keep.any():
+        features, labels = labelled_rows(outputs["features"], outputs["labels"])
+        if not labels.numel():
             return
-        logits = F.normalize(features[keep].float(), dim=-1) @ self._weights.T  # (B, C)
+        logits = F.normalize(features.float(), dim=-1) @ self._weights.T  # (B, C)
         for metric in self._metrics.values():
-            metric.update(logits, labels[keep])
+            metric.update(logits, labels)
 
-    def _end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    @override
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._weights is None:
             return
         values = {k: float(m.compute()) for k, m in self._metrics.items()}  # summed over ranks
@@ -138,42 +141,7 @@ class ZeroShotEvaluator(Callback):
             m.reset()
         self._weights = None
 
-    @override
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start(trainer, pl_module)
-
-    @override
-    def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._batch(outputs)
-
-    @override
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end(trainer, pl_module)
-
-    @override
-    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start(trainer, pl_module)
-
-    @override
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._batch(outputs)
-
-    @override
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end(trainer, pl_module)
+    # the test split is scored as the validation split
+    on_test_epoch_start = on_validation_epoch_start
+    on_test_batch_end = StepFeaturesCallback.on_validation_batch_end
+    on_test_epoch_end = on_validation_epoch_end

@@ -5,11 +5,14 @@ Data path: a subclass loads uint8 (C, H, W) image *sources* for the train/val/te
 item; the train loader is a :class:`ResumableDataLoader` over a :class:`SeededSampler`, eval
 loaders use :class:`UnpaddedDistributedSampler`. With on-device views, train items stay uint8
 (:class:`~lightning_tl.datamodules.datasets.RawViewDataset`) and :meth:`on_after_batch_transfer`
-makes every view of the batch at once with :class:`~lightning_tl.datamodules.batch_views.BatchViews`.
+makes every view of the batch at once with :class:`~lightning_tl.augment.BatchViews`. What the
+augmentation is comes from two objects of :mod:`lightning_tl.augment`: ``views`` (a view recipe, for
+self-supervised batches) and ``augment`` (supervised crop, flip, policy and batch mixing).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -19,51 +22,47 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from lightning_tl.datamodules.batch_views import BatchViews, ViewSpec
+from lightning_tl.augment import BatchMixing, BatchViews, SeededBatch, SupervisedAugment, ViewRecipe, ViewSpec
+from lightning_tl.augment.batch import batch_seed
+from lightning_tl.augment.transforms import (
+    MultiViewTransform,
+    RepeatChannels,
+    eval_transform,
+    normalize,
+    view_transform,
+)
 from lightning_tl.datamodules.datasets import (
     AugmentedDataset,
     ImageSource,
     InMemoryImages,
     RawViewDataset,
-    RawViews,
+    SeededItems,
     channel_mean_std,
 )
 from lightning_tl.datamodules.loader import ResumableDataLoader
-from lightning_tl.datamodules.mixing import BatchMixing, MixItem, SeededItems, batch_seed, check_mixing_args
-from lightning_tl.datamodules.policies import build_policy, parse_policy
+from lightning_tl.datamodules.moved_args import check_removed_args
 from lightning_tl.datamodules.sampling import SeededSampler, UnpaddedDistributedSampler
 from lightning_tl.datamodules.splits import stratified_split
-from lightning_tl.datamodules.transforms import (
-    MultiViewTransform,
-    RepeatChannels,
-    check_crop_scale,
-    check_jitter_strength,
-    eval_transform,
-    light_augment_steps,
-    normalize,
-    simclr_view_spec,
-    view_transform,
-)
 
 SPLITS = ("train", "val", "test")
+#: DataLoader options a datamodule passes through from ``loader`` (the rest it sets itself).
+LOADER_OPTIONS = ("pin_memory", "persistent_workers", "prefetch_factor", "timeout", "multiprocessing_context")
 
 
 class VisionDataModule(lightning.LightningDataModule):
     """Image classification / self-supervised datamodule with exact, worker-independent augmentation.
 
-    Train batches are ``(images (B, C, H, W) float32, labels (B,) int64)`` with a light augmentation
-    (random padded crop, flip) when ``num_views == 0``, or ``(views, labels)`` with ``views`` a list
-    of ``num_views`` float32 (B, C, H, W) tensors, each drawn independently with the SimCLR recipe
-    (:func:`~lightning_tl.datamodules.transforms.simclr_view_spec`), when ``num_views >= 2``, followed
-    by ``local_views`` smaller multi-crop views; the last incomplete batch is then dropped.
-    Val/test batches are always ``(images, labels)`` with the deterministic eval transform.
+    Train batches are ``(images (B, C, H, W) float32, labels (B,) int64)`` augmented by ``augment``
+    (default: padded random crop and flip) when ``views`` is None, or ``(views, labels)`` with
+    ``views`` a list of float32 (B, C, H, W) tensors, one per :class:`~lightning_tl.augment.ViewSpec`
+    of the recipe (global views first, then the smaller local ones); the last incomplete batch is then
+    dropped. Val/test batches are always ``(images, labels)`` with the deterministic eval transform.
 
-    SSL views are made either per sample in the loader (torchvision v2 on each image) or, with
-    ``augment_on_device``, for the whole batch at once after it reaches the model's device
-    (:class:`~lightning_tl.datamodules.batch_views.BatchViews`: same recipe, same sampling
-    distributions, many times faster). ``augment_on_device=None`` picks the batched path for
-    in-memory data sets (digits, Fashion-MNIST), the per-sample one for image folders (whose
-    batched path first resizes each file to ``image_size``).
+    SSL views are made either per sample in the loader (torchvision v2 on each image) or for the
+    whole batch at once after it reaches the model's device (:class:`~lightning_tl.augment.BatchViews`:
+    same recipe, same sampling distributions, many times faster): the recipe's ``on_device`` (None
+    picks the batched path for in-memory data sets such as digits and Fashion-MNIST, the per-sample
+    one for image folders, whose batched path first resizes each file to ``image_size``).
 
     Every train sample's augmentation is seeded from ``(seed, epoch, index)`` (per sample, or per
     batch from its samples' seeds on the device), so batches do not depend on ``num_workers``, on
@@ -73,68 +72,43 @@ class VisionDataModule(lightning.LightningDataModule):
     Args:
         batch_size: per-process batch size.
         num_workers: DataLoader worker processes.
-        num_views: 0 for supervised batches, >= 2 for multi-view SSL batches.
         image_size: side of the images the model sees; ``None`` keeps the data's native size.
         rgb: repeat 1-channel images to 3 channels (for RGB-only backbones).
         seed: seed of the splits, the shuffling and the augmentations.
-        crop_scale: (min, max) area fraction of the SimCLR random resized crop.
-        jitter_strength: SimCLR colour-distortion strength s in [0, 2.5].
-        blur: SimCLR Gaussian blur; ``None`` = on when ``image_size >= 32``.
-        hflip: random horizontal flips (SSL views and supervised training).
+        views: a view recipe (:class:`~lightning_tl.augment.SimCLRViews`, ``BYOLViews``, ``DINOViews``,
+            ``MoCoV2Views`` or your own :class:`~lightning_tl.augment.ViewRecipe`) for multi-view
+            self-supervised batches, or None for supervised batches.
+        augment: supervised augmentation (:class:`~lightning_tl.augment.SupervisedAugment`: crop, flip,
+            policy, mixup/CutMix/noise); None = ``SupervisedAugment()``. Not used with ``views``.
         train_subset: keep only this many train images, a class-stratified subset drawn with ``seed``
             (labelled-data budgets such as 100 / 1,000 / 10,000); normalisation stays that of the full split.
-        pin_memory, persistent_workers: passed to the DataLoaders.
-        augment_on_device: make SSL views per batch on the device (True), per sample in the loader
-            (False), or choose (None, see above).
-        local_views: extra small multi-crop views (SwAV, Caron et al. 2020) after the ``num_views`` ones.
-        local_image_size: side of the local views; None = ``image_size // 2``.
-        local_crop_scale: (min, max) area fraction of the local views' crops.
-        solarize_prob: probability of solarising an SSL view (0 in SimCLR; BYOL uses 0 / 0.2).
-        policy: augmentation policy of supervised training, applied per sample after the light crop/flip
-            (:func:`~lightning_tl.datamodules.policies.build_policy`: ``autoaugment:cifar10``,
-            ``rand-m9-mstd0.5-inc1``, ``trivialaugment``... or ``none``). Supervised only: with
-            ``num_views >= 2`` the SSL view recipe is the augmentation, and a policy raises.
-        mixup_alpha, cutmix_alpha, mix_prob, switch_prob, noise_std: vicinal risk options of
-            supervised training (:class:`~lightning_tl.datamodules.mixing.BatchMixing`), applied per
-            batch on the device in :meth:`on_after_batch_transfer`; with mixup/CutMix on, train batches
-            carry soft targets (B, num_classes). Supervised only (raise with ``num_views >= 2``).
+        loader: further DataLoader options, any of ``pin_memory``, ``persistent_workers``,
+            ``prefetch_factor``, ``timeout``, ``multiprocessing_context``.
     """
+
+    #: Horizontal flips when a recipe leaves ``hflip`` unset (digits turn it off).
+    default_hflip = True
 
     def __init__(
         self,
         *,
         batch_size: int = 256,
         num_workers: int = 0,
-        num_views: int = 0,
         image_size: int | None = None,
         rgb: bool = False,
         seed: int = 0,
-        crop_scale: tuple[float, float] = (0.08, 1.0),
-        jitter_strength: float = 0.5,
-        blur: bool | None = None,
-        hflip: bool = True,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        augment_on_device: bool | None = None,
-        local_views: int = 0,
-        local_image_size: int | None = None,
-        local_crop_scale: tuple[float, float] = (0.05, 0.4),
-        solarize_prob: float = 0.0,
+        views: ViewRecipe | None = None,
+        augment: SupervisedAugment | None = None,
         train_subset: int | None = None,
-        policy: str = "none",
-        mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0,
-        mix_prob: float = 1.0,
-        switch_prob: float = 0.5,
-        noise_std: float = 0.0,
+        loader: dict[str, Any] | None = None,
+        **removed: Any,
     ) -> None:
         super().__init__()
+        check_removed_args(type(self).__name__, removed)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0 (0 loads in the main process), got {num_workers}")
-        if num_views == 1 or num_views < 0:
-            raise ValueError(f"num_views must be 0 (supervised) or >= 2 (multi-view SSL), got {num_views}")
         if image_size is not None and image_size < 1:
             raise ValueError(
                 f"image_size must be a positive number of pixels or None (native size), got {image_size}"
@@ -145,55 +119,35 @@ class VisionDataModule(lightning.LightningDataModule):
             raise ValueError(
                 f"train_subset must be >= 1 images or None (the whole split), got {train_subset}"
             )
-        check_crop_scale(crop_scale)
-        check_jitter_strength(jitter_strength)
-        if augment_on_device and num_views == 0:
+        if views is not None and not isinstance(views, ViewRecipe):
             raise ValueError(
-                "augment_on_device=True makes multi-view SSL batches, but num_views=0 (supervised); "
-                "set num_views >= 2 or drop augment_on_device"
+                f"views must be a view recipe such as lightning_tl.augment.SimCLRViews(), got {views!r}"
             )
-        if local_views < 0 or (local_views > 0 and num_views == 0):
+        if augment is not None and not isinstance(augment, SupervisedAugment):
+            raise ValueError(f"augment must be a lightning_tl.augment.SupervisedAugment, got {augment!r}")
+        if views is not None and augment is not None:
             raise ValueError(
-                f"local_views must be >= 0 and needs num_views >= 2 (multi-crop adds small views to the "
-                f"global ones), got local_views={local_views} with num_views={num_views}"
+                f"augment={augment!r} applies to supervised batches; with views={views!r} the view recipe "
+                "is the augmentation. Drop one of them."
             )
-        if local_image_size is not None and local_image_size < 1:
+        loader = dict(loader or {})
+        unknown = sorted(set(loader) - set(LOADER_OPTIONS))
+        if unknown:
             raise ValueError(
-                f"local_image_size must be a positive number of pixels or None, got {local_image_size}"
+                f"loader options {unknown} are not passed through; allowed: {list(LOADER_OPTIONS)} "
+                "(batch_size and num_workers are arguments of their own; sampling is the datamodule's)"
             )
-        check_crop_scale(local_crop_scale)
-        if not 0 <= solarize_prob <= 1:
-            raise ValueError(f"solarize_prob must be a probability in [0, 1], got {solarize_prob}")
-        parse_policy(policy)  # a bad spec fails here, naming its bad token
-        check_mixing_args(mixup_alpha, cutmix_alpha, mix_prob, switch_prob, noise_std)
-        vrm = mixup_alpha > 0 or cutmix_alpha > 0 or noise_std > 0
-        if num_views >= 2 and (policy.strip() != "none" or vrm):
-            raise ValueError(
-                f"policy={policy!r} and mixup/CutMix/noise apply to supervised batches (num_views: 0); with "
-                f"num_views={num_views} the SSL view recipe is the augmentation (crop_scale, "
-                "jitter_strength, blur, solarize_prob). Set policy: none and the VRM options to 0, or "
-                "num_views: 0"
-            )
-        if persistent_workers and num_workers == 0:
+        if loader.get("persistent_workers") and num_workers == 0:
             raise ValueError(
                 "persistent_workers=True needs num_workers >= 1; set num_workers or drop persistent_workers"
             )
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.num_views = num_views
         self.rgb = rgb
         self.seed = seed
-        self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
-        self.jitter_strength = jitter_strength
-        self.blur = blur
-        self.hflip = hflip
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
-        self.augment_on_device = augment_on_device
-        self.local_views = local_views
-        self.local_crop_scale = (float(local_crop_scale[0]), float(local_crop_scale[1]))
-        self.solarize_prob = solarize_prob
-        self._local_image_size = local_image_size
+        self.views = views
+        self.augment = augment if augment is not None or views is not None else SupervisedAugment()
+        self.loader = loader
         self.train_subset = train_subset
         self._image_size = image_size
         self._splits: dict[str, ImageSource] | None = None
@@ -202,23 +156,32 @@ class VisionDataModule(lightning.LightningDataModule):
         self._train_loader: ResumableDataLoader | None = None
         self._batch_views: BatchViews | None = None
         self._pending_loader_state: dict[str, Any] | None = None
-        self.policy = policy.strip()
-        self._mixing_args = {
-            "mixup_alpha": mixup_alpha,
-            "cutmix_alpha": cutmix_alpha,
-            "mix_prob": mix_prob,
-            "switch_prob": switch_prob,
-            "noise_std": noise_std,
-        }
         self._mixing: BatchMixing | None = None
 
+    def save_hyperparameters(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Lightning's, with the ``views``/``augment`` objects saved as plain ``class_path`` dicts
+        (checkpoints hold no objects: they load with ``weights_only=True``)."""
+        kwargs["ignore"] = [*kwargs.get("ignore", []), "views", "augment"]
+        frame = inspect.currentframe()
+        super().save_hyperparameters(*args, frame=frame.f_back if frame is not None else None, **kwargs)
+        self._hparams["views"] = self.views.config() if self.views is not None else None
+        self._hparams["augment"] = self.augment.config() if self.augment is not None else None
+        resolved = {"image_size": self._image_size, "loader": dict(self.loader)}
+        for name in ("batch_size", "num_workers", "image_size", "rgb", "seed", "train_subset", "loader"):
+            self._hparams.setdefault(name, resolved.get(name, getattr(self, name)))  # forwarded, not passed
+
     # ----------------------------------------------------------------- subclass interface
-    # A subclass defines num_classes, class_names, _native_image_size, _native_channels and
-    # _load_splits; _mean_std and _resize_steps have defaults for in-memory data.
+    # A subclass defines class_names, NATIVE_SIZE and NATIVE_CHANNELS (or _native_image_size and
+    # _native_channels) and _load_splits; num_classes, _mean_std and _resize_steps have defaults for
+    # labelled in-memory data.
+    #: Side and channels of the stored images, for data sets whose images all have one shape.
+    NATIVE_SIZE: int | None = None
+    NATIVE_CHANNELS: int | None = None
+
     @property
     def num_classes(self) -> int:
-        """Number of classes (0 for unlabelled data)."""
-        raise NotImplementedError(f"{type(self).__name__} must define num_classes")
+        """Number of classes (0 for unlabelled data); default: the number of class names."""
+        return len(self.class_names)
 
     @property
     def class_names(self) -> list[str]:
@@ -226,12 +189,18 @@ class VisionDataModule(lightning.LightningDataModule):
         raise NotImplementedError(f"{type(self).__name__} must define class_names")
 
     def _native_image_size(self) -> int:
-        """Side of the stored images when ``image_size`` is None."""
-        raise NotImplementedError(f"{type(self).__name__} must define _native_image_size")
+        """Side of the stored images when ``image_size`` is None (default: ``NATIVE_SIZE``)."""
+        if self.NATIVE_SIZE is None:
+            raise NotImplementedError(f"{type(self).__name__} must define NATIVE_SIZE or _native_image_size")
+        return self.NATIVE_SIZE
 
     def _native_channels(self) -> int:
-        """1 for grayscale data, 3 for colour."""
-        raise NotImplementedError(f"{type(self).__name__} must define _native_channels")
+        """1 for grayscale data, 3 for colour (default: ``NATIVE_CHANNELS``)."""
+        if self.NATIVE_CHANNELS is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} must define NATIVE_CHANNELS or _native_channels"
+            )
+        return self.NATIVE_CHANNELS
 
     def _load_splits(self) -> dict[str, ImageSource]:
         """Sources for "train", "val" and "test"; in-memory ones already at ``image_size``."""
@@ -254,8 +223,8 @@ class VisionDataModule(lightning.LightningDataModule):
         return []
 
     def _device_views_by_default(self) -> bool:
-        """Whether ``augment_on_device=None`` picks the batched path: yes for in-memory images."""
-        return isinstance(self._ensure_setup()["train"], InMemoryImages)
+        """Whether a recipe's ``on_device=None`` picks the batched path: yes for in-memory images."""
+        return isinstance(self.splits()["train"], InMemoryImages)
 
     # ----------------------------------------------------------------- resolved properties
     @property
@@ -264,18 +233,18 @@ class VisionDataModule(lightning.LightningDataModule):
         return self._image_size if self._image_size is not None else self._native_image_size()
 
     @property
-    def local_image_size(self) -> int:
-        """Side of the local multi-crop views (``image_size // 2`` unless set)."""
-        return self._local_image_size if self._local_image_size is not None else max(1, self.image_size // 2)
+    def num_views(self) -> int:
+        """Views per image in a train batch (global and local); 0 for supervised batches."""
+        return len(self.views) if self.views is not None else 0
 
     @property
     def device_views(self) -> bool:
-        """True when SSL views are made per batch on the device (``augment_on_device`` resolved)."""
-        if self.num_views == 0:
+        """True when SSL views are made per batch on the device (the recipe's ``on_device`` resolved)."""
+        if self.views is None:
             return False
-        if self.augment_on_device is None:
+        if self.views.on_device is None:
             return self._device_views_by_default()
-        return self.augment_on_device
+        return self.views.on_device
 
     @property
     def num_channels(self) -> int:
@@ -285,14 +254,14 @@ class VisionDataModule(lightning.LightningDataModule):
     @property
     def mean(self) -> list[float]:
         """Per-channel normalisation mean (available after ``setup``)."""
-        self._ensure_setup()
+        self.splits()
         assert self._mean is not None
         return self._mean
 
     @property
     def std(self) -> list[float]:
         """Per-channel normalisation std (available after ``setup``)."""
-        self._ensure_setup()
+        self.splits()
         assert self._std is not None
         return self._std
 
@@ -344,7 +313,8 @@ class VisionDataModule(lightning.LightningDataModule):
                 return loader
         return self._train_loader
 
-    def _ensure_setup(self) -> dict[str, ImageSource]:
+    def splits(self) -> dict[str, ImageSource]:
+        """The "train", "val" and "test" image sources (loaded on first use, as in :meth:`setup`)."""
         if self._splits is None:
             self.setup()
         assert self._splits is not None
@@ -360,47 +330,35 @@ class VisionDataModule(lightning.LightningDataModule):
         return v2.Compose([*self._resize_steps(), *self._channel_steps(), tail])
 
     def view_specs(self) -> list[ViewSpec]:
-        """The random recipe of each SSL view: ``num_views`` global views, then ``local_views`` local ones."""
+        """The random recipe of each SSL view (``views.specs`` at this data's size and channels)."""
+        if self.views is None:
+            raise ValueError(f"{type(self).__name__} makes supervised batches: it has no views (views: null)")
+        return self.views.specs(self.image_size, self.num_channels, self.default_hflip)
 
-        def spec(size: int, crop_scale: tuple[float, float]) -> ViewSpec:
-            return simclr_view_spec(
-                size,
-                self.num_channels,
-                crop_scale=crop_scale,
-                jitter_strength=self.jitter_strength,
-                blur=self.blur,
-                hflip=self.hflip,
-                solarize_prob=self.solarize_prob,
-            )
-
-        local = spec(self.local_image_size, self.local_crop_scale)
-        return [spec(self.image_size, self.crop_scale)] * self.num_views + [local] * self.local_views
+    def plain_steps(self) -> list[Callable[[Tensor], Tensor]]:
+        """Deterministic uint8 steps before any augmentation: resize (folders), channel repeat (``rgb``)."""
+        return [*self._resize_steps(), *self._channel_steps()]
 
     def augment_transform(self) -> v2.Compose:
         """Supervised augmentation uint8 (C, H, W) -> uint8 (num_channels, image_size, image_size).
 
-        Resize (image folders), channel repeat (``rgb``), padded random crop, flip (``hflip``), then
-        the ``policy``: the policy is applied "in addition to the standard baseline pre-processing"
-        as in the AutoAugment paper (Cubuk et al. 2019). ``lightning-tl preview`` shows its output.
+        :meth:`plain_steps`, then ``augment``'s padded random crop, flip and policy
+        (:meth:`~lightning_tl.augment.SupervisedAugment.steps`). ``lightning-tl preview`` shows its output.
         """
-        steps = light_augment_steps(self.image_size, self.hflip)
-        return v2.Compose([*self._resize_steps(), *self._channel_steps(), *steps, build_policy(self.policy)])
+        augment = self.augment if self.augment is not None else SupervisedAugment()
+        return v2.Compose([*self.plain_steps(), *augment.steps(self.image_size, self.default_hflip)])
 
     @property
     def mixing(self) -> BatchMixing:
-        """The per-batch VRM of supervised training (mixup, CutMix, noise; see ``mixup_alpha``)."""
+        """The per-batch mixing of supervised training (``augment``'s mixup, CutMix, noise)."""
         if self._mixing is None:
-            classes = (
-                self.num_classes
-                if self._mixing_args["mixup_alpha"] or self._mixing_args["cutmix_alpha"]
-                else 0
-            )
-            self._mixing = BatchMixing(classes, **self._mixing_args)
+            augment = self.augment if self.augment is not None else SupervisedAugment()
+            self._mixing = augment.mixing(self.num_classes if augment.mixes else 0)
         return self._mixing
 
     def train_transform(self) -> Callable[[Tensor], Any]:
         """Supervised: :meth:`augment_transform` + normalisation; SSL: a :class:`MultiViewTransform`."""
-        if self.num_views == 0:
+        if self.views is None:
             return v2.Compose([self.augment_transform(), normalize(self.num_channels, self.mean, self.std)])
         views = [
             v2.Compose([*self._channel_steps(), view_transform(spec, self.num_channels, self.mean, self.std)])
@@ -413,18 +371,19 @@ class VisionDataModule(lightning.LightningDataModule):
         return BatchViews(self.view_specs(), self.num_channels, self.mean, self.std)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Turn a :class:`RawViews` train batch into ``[views, labels]`` on its device; pass others on.
+        """Turn a :class:`~lightning_tl.augment.SeededBatch` train batch into ``[views, labels]`` (SSL) or
+        mixed ``[images, targets]`` (supervised) on its device; pass other batches on.
 
         Each image's views are drawn from its own sample seed (fixed by ``(seed, epoch, index)``), as
         in the per-sample path, so they do not depend on the batch or the process they land in.
         """
-        if isinstance(batch, MixItem):  # supervised batch with VRM: mix on the device, seeded by the batch
+        if not isinstance(batch, SeededBatch):
+            return batch
+        if self.views is None:  # supervised batch with mixing: mix on the device, seeded by the batch
             images, targets = self.mixing(batch.images, batch.labels, batch_seed(batch.seeds))
             if self.trainer is not None:  # soft targets too: cross_entropy wants them in the logits' dtype
                 images, targets = self.trainer.precision_plugin.convert_input((images, targets))
             return [images, targets]
-        if not isinstance(batch, RawViews):
-            return batch
         views = self._batch_views_cached()(batch.images, batch.seeds)
         if self.trainer is not None:  # Lightning converts inputs before the transfer; do it for the views
             views = self.trainer.precision_plugin.convert_input(views)  # e.g. float64 / bf16 "-true"
@@ -443,12 +402,12 @@ class VisionDataModule(lightning.LightningDataModule):
         """
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        return AugmentedDataset(self._ensure_setup()[split], self.eval_transform())
+        return AugmentedDataset(self.splits()[split], self.eval_transform())
 
     def train_dataloader(self) -> ResumableDataLoader:
         """Shuffled, seeded, resumable train batches (see the class docstring for their structure)."""
-        source = self._ensure_setup()["train"]
-        ssl = self.num_views >= 2
+        source = self.splits()["train"]
+        ssl = self.views is not None
         sampler = SeededSampler(len(source), shuffle=True, seed=self.seed, drop_last=ssl)
         if ssl and sampler.num_samples < self.batch_size:
             raise ValueError(
@@ -469,7 +428,7 @@ class VisionDataModule(lightning.LightningDataModule):
             batch_size=self.batch_size,
             sampler=sampler,
             drop_last=ssl,
-            **self._loader_kwargs(),
+            **self.loader_kwargs(),
         )
         if self._pending_loader_state is not None:  # resuming: continue the saved epoch
             loader.load_state_dict(self._pending_loader_state)
@@ -490,16 +449,22 @@ class VisionDataModule(lightning.LightningDataModule):
         return self._eval_loader("test")
 
     def _eval_loader(self, split: str) -> DataLoader:
-        dataset = AugmentedDataset(self._ensure_setup()[split], self.eval_transform())
+        dataset = AugmentedDataset(self.splits()[split], self.eval_transform())
         sampler = UnpaddedDistributedSampler(len(dataset))
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, **self._loader_kwargs())
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, **self.loader_kwargs())
 
-    def _loader_kwargs(self) -> dict[str, Any]:
-        # A private generator: a DataLoader draws its workers' base seed from it whenever an iterator
-        # is created, which would otherwise consume the global RNG (and shift it on resume).
+    def loader_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of every DataLoader this datamodule makes (besides dataset, batch and sampler).
+
+        ``num_workers``, the ``loader`` options, and a private ``generator`` seeded with ``seed``: a
+        DataLoader draws its workers' base seed from it whenever an iterator is created, which would
+        otherwise consume the global RNG (and shift it on resume). Datamodules that wrap this one (domain
+        pairs, image-text) build their loaders with it too.
+        """
         return {
             "generator": torch.Generator().manual_seed(self.seed),
             "num_workers": self.num_workers,
-            "pin_memory": self.pin_memory,
-            "persistent_workers": self.persistent_workers,
+            "pin_memory": False,
+            "persistent_workers": False,
+            **self.loader,
         }

@@ -13,14 +13,16 @@ does the blending for any uint8 grayscale batch.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from lightning_tl.augment.counter_rng import mix_seed
 from lightning_tl.datamodules.datasets import ImageSource, InMemoryImages, resize_uint8
-from lightning_tl.datamodules.digits import DigitsDataModule
-from lightning_tl.datamodules.fashion_mnist import FashionMNISTDataModule
-from lightning_tl.datamodules.sampling import mix_seed
+from lightning_tl.datamodules.digits import DigitsDataModule, load_digits
+from lightning_tl.datamodules.fashion_mnist import FashionMNISTDataModule, load_fashion_mnist
 
 #: Natural colour photographs in scikit-image (bundled, no download) and scikit-learn's sample images.
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
@@ -103,7 +105,7 @@ def blend_with_photos(images: Tensor, photos: tuple[Tensor, ...] | list[Tensor],
 
 
 def blend_splits(
-    splits: dict[str, ImageSource], image_size: int, seed: int, photo_scale: float
+    splits: Mapping[str, ImageSource], image_size: int, seed: int, photo_scale: float
 ) -> dict[str, ImageSource]:
     """Blend every in-memory split, each with its own seed ``mix_seed(seed, split)``; labels kept."""
     photos = load_photos(photo_scale)
@@ -122,14 +124,31 @@ def blend_splits(
     return out
 
 
-def _check_blend_args(blend_seed: int, photo_scale: float) -> None:
-    if blend_seed < 0:
-        raise ValueError(f"blend_seed must be >= 0, got {blend_seed}")
-    if not 0 < photo_scale <= 1:
-        raise ValueError(f"photo_scale must be in (0, 1], got {photo_scale}")
+class PhotoBlended:
+    """Mixin of the MNIST-M-style datamodules: RGB images blended with photo crops, ``blend_seed``
+    and ``photo_scale`` checked and kept; put it before the plain datamodule in the bases."""
+
+    image_size: int
+    save_hyperparameters: Any
+
+    def __init__(self, *args: Any, blend_seed: int = 0, photo_scale: float = 0.5, **kwargs: Any) -> None:
+        if blend_seed < 0:
+            raise ValueError(f"blend_seed must be >= 0, got {blend_seed}")
+        if not 0 < photo_scale <= 1:
+            raise ValueError(f"photo_scale must be in (0, 1], got {photo_scale}")
+        super().__init__(*args, **kwargs)
+        self.blend_seed = blend_seed
+        self.photo_scale = photo_scale
+        self.save_hyperparameters()
+
+    def _native_channels(self) -> int:
+        return 3
+
+    def _blend(self, plain: Mapping[str, ImageSource]) -> dict[str, ImageSource]:
+        return blend_splits(plain, self.image_size, self.blend_seed, self.photo_scale)
 
 
-class FashionMNISTMDataModule(FashionMNISTDataModule):
+class FashionMNISTMDataModule(PhotoBlended, FashionMNISTDataModule):
     """Fashion-MNIST-M: Fashion-MNIST garments blended with real colour photo crops, MNIST-M style.
 
     Same splits, labels and arguments as :class:`FashionMNISTDataModule` (``seed`` fixes the splits);
@@ -143,23 +162,11 @@ class FashionMNISTMDataModule(FashionMNISTDataModule):
         other arguments: see :class:`FashionMNISTDataModule`.
     """
 
-    def __init__(
-        self, *args: object, blend_seed: int = 0, photo_scale: float = 0.5, **kwargs: object
-    ) -> None:
-        _check_blend_args(blend_seed, photo_scale)
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.blend_seed = blend_seed
-        self.photo_scale = photo_scale
-        self.save_hyperparameters()
-
-    def _native_channels(self) -> int:
-        return 3
-
     def _load_splits(self) -> dict[str, ImageSource]:
-        return blend_splits(super()._load_splits(), self.image_size, self.blend_seed, self.photo_scale)
+        return self._blend(load_fashion_mnist(self.root, self.image_size, self.val_size, self.seed))
 
 
-class DigitsMDataModule(DigitsDataModule):
+class DigitsMDataModule(PhotoBlended, DigitsDataModule):
     """Digits-M: scikit-learn's digits blended with real colour photo crops, MNIST-M style.
 
     Same splits, labels and arguments as :class:`DigitsDataModule`; images are RGB, blended at
@@ -167,17 +174,5 @@ class DigitsMDataModule(DigitsDataModule):
     ``blend_seed`` and ``photo_scale``.
     """
 
-    def __init__(
-        self, *args: object, blend_seed: int = 0, photo_scale: float = 0.5, **kwargs: object
-    ) -> None:
-        _check_blend_args(blend_seed, photo_scale)
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.blend_seed = blend_seed
-        self.photo_scale = photo_scale
-        self.save_hyperparameters()
-
-    def _native_channels(self) -> int:
-        return 3
-
     def _load_splits(self) -> dict[str, ImageSource]:
-        return blend_splits(super()._load_splits(), self.image_size, self.blend_seed, self.photo_scale)
+        return self._blend(load_digits(self.image_size, self.holdout, self.seed))

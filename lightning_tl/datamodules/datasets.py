@@ -7,11 +7,13 @@ A *source* is anything with ``len()``, ``image(i) -> uint8 (C, H, W)`` and ``lab
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from lightning_tl.augment.batch import SeededBatch
 
 
 class ImageSource(Protocol):
@@ -86,27 +88,16 @@ class AugmentedDataset(Dataset):
         return out, self.source.label(index)
 
 
-class RawViews(NamedTuple):
-    """A train item (or, collated, a batch) whose views are made later, on the device.
-
-    ``images`` uint8 (C, H, W) (batched: (B, C, H, W)), ``labels`` int (B,), ``seeds`` the per-sample
-    seeds from :class:`~lightning_tl.datamodules.sampling.SeededSampler` (B,) int64, from which the
-    batch's augmentation seed is derived.
-    """
-
-    images: Tensor
-    labels: Any
-    seeds: Any
-
-
 class RawViewDataset(Dataset):
-    """``(index, sample_seed)`` -> :class:`RawViews` of the uint8 image after fixed ``steps`` (no randomness).
+    """``(index, sample_seed)`` -> :class:`~lightning_tl.augment.SeededBatch`: the image after ``steps``.
+
+    ``steps`` are fixed (no randomness).
 
     A plain ``int`` key (a sampler other than ``SeededSampler``) takes its seed from the global RNG,
     as :class:`AugmentedDataset`'s transforms do then.
 
     The data path of on-device views: workers only read (and, for files, decode and resize) images;
-    :class:`~lightning_tl.datamodules.batch_views.BatchViews` makes all views of a batch at once.
+    :class:`~lightning_tl.augment.batch_views.BatchViews` makes all views of a batch at once.
     """
 
     def __init__(self, source: ImageSource, steps: Callable[[Tensor], Tensor] | None = None) -> None:
@@ -116,7 +107,7 @@ class RawViewDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> RawViews:
+    def __getitem__(self, key: int | tuple[int, int]) -> SeededBatch:
         if isinstance(key, tuple):
             index, seed = key
         else:  # a plain sampler (e.g. Lightning's overfit_batches): the seed comes from the global RNG
@@ -124,7 +115,7 @@ class RawViewDataset(Dataset):
         image = self.source.image(index)
         if self.steps is not None:
             image = self.steps(image)
-        return RawViews(image, self.source.label(index), seed)
+        return SeededBatch(image, self.source.label(index), seed)
 
 
 def channel_mean_std(images: Tensor) -> tuple[list[float], list[float]]:
@@ -159,3 +150,23 @@ def resize_uint8(images: Tensor, size: int, chunk: int = 8192) -> Tensor:
         part = torch.nn.functional.interpolate(part, size=(size, size), mode="bilinear", antialias=True)
         out[start : start + chunk] = part.round().clamp(0, 255).to(torch.uint8)
     return out
+
+
+class SeededItems(Dataset):
+    """``(x, y)`` items of ``dataset`` -> :class:`~lightning_tl.augment.SeededBatch` ``(x, y, sample_seed)``.
+
+    Supervised items whose batch is mixed on the device (mixup, CutMix, noise) carry their seeds
+    with them. With a plain ``int`` key (a sampler other than ``SeededSampler``) the seed is drawn
+    from the global RNG, as the per-sample transforms then do.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> SeededBatch:
+        image, label = self.dataset[key]
+        seed = key[1] if isinstance(key, tuple) else int(torch.randint(0, 2**62, ()))
+        return SeededBatch(image, label, seed)

@@ -22,10 +22,11 @@ from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch import Tensor
 from torch.utils.data import DataLoader, default_collate
 
+from lightning_tl.augment.counter_rng import mix_seed
 from lightning_tl.datamodules.base import VisionDataModule
 from lightning_tl.datamodules.datasets import AugmentedDataset, ImageSource
 from lightning_tl.datamodules.loader import ResumableDataLoader
-from lightning_tl.datamodules.sampling import SeededSampler, mix_seed
+from lightning_tl.datamodules.sampling import SeededSampler
 
 DOMAINS = ("source", "target")
 
@@ -62,8 +63,8 @@ class DomainAdaptationDataModule(L.LightningDataModule):
     DANN paper fed MNIST), and both need the same ``image_size``.
 
     Args:
-        source: labelled domain (``num_views: 0``).
-        target: the domain to adapt to (``num_views: 0``); its train labels are never loaded, and it
+        source: labelled domain (supervised batches: ``views: null``).
+        target: the domain to adapt to (``views: null``); its train labels are never loaded, and it
             may be unlabelled (``num_classes`` 0). A labelled target must have the source's classes.
 
     Example::
@@ -86,7 +87,7 @@ class DomainAdaptationDataModule(L.LightningDataModule):
             if dm.num_views != 0:
                 raise ValueError(
                     f"the {name} datamodule makes multi-view batches (num_views={dm.num_views}); domain "
-                    f"adaptation trains on supervised batches: set its num_views: 0"
+                    f"adaptation trains on supervised batches: set its views: null"
                 )
         if source.num_channels != target.num_channels:
             gray = "source" if source.num_channels == 1 else "target"
@@ -170,7 +171,7 @@ class DomainAdaptationDataModule(L.LightningDataModule):
         return self.target.num_classes > 0
 
     def _target_train(self) -> ImageSource:
-        return self.target._ensure_setup()["train"]
+        return self.target.splits()["train"]
 
     def train_dataloader(self) -> CombinedLoader:
         """``{"source": (x, y), "target": x}`` per step; the shorter domain is cycled."""
@@ -184,7 +185,7 @@ class DomainAdaptationDataModule(L.LightningDataModule):
             batch_size=target.batch_size,
             sampler=sampler,
             collate_fn=images_only,
-            **target._loader_kwargs(),
+            **target.loader_kwargs(),
         )
         self._loaders = {"source": source_loader, "target": target_loader}
         for name, state in self._pending.items():

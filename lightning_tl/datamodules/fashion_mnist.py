@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,6 +74,35 @@ def find_files(root: str | None) -> dict[str, Path]:
     )
 
 
+def load_fashion_mnist(
+    root: str | None = None, image_size: int | None = 28, val_size: int = 5000, seed: int = 0
+) -> dict[str, InMemoryImages]:
+    """Fashion-MNIST's uint8 "train" / "val" / "test" sources at ``image_size``, from :func:`find_files`.
+
+    ``val_size`` images are held out of the official train set (stratified, fixed by ``seed``); the
+    test split is the official one. Shared by :class:`FashionMNISTDataModule`, Fashion-MNIST-M and the
+    captioned Fashion-MNIST.
+    """
+    paths = find_files(root)
+    arrays = {key: read_idx(path) for key, path in paths.items()}
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or images.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"{paths[f'{split}_images']} and {paths[f'{split}_labels']} do not match: "
+                f"images {images.shape}, labels {labels.shape}"
+            )
+
+    def source(split: str) -> InMemoryImages:
+        images = torch.from_numpy(arrays[f"{split}_images"].copy()).unsqueeze(1)  # (N, 1, 28, 28)
+        labels = torch.from_numpy(arrays[f"{split}_labels"].astype(np.int64))  # (N,)
+        return InMemoryImages(resize_uint8(images, image_size or 28), labels)
+
+    full_train = source("train")
+    train, val = stratified_split(full_train.labels, [val_size], seed=seed)
+    return {"train": full_train.subset(train), "val": full_train.subset(val), "test": source("test")}
+
+
 class FashionMNISTDataModule(VisionDataModule):
     """Fashion-MNIST from local gzip IDX files; downloads only with ``download=True``.
 
@@ -92,6 +122,7 @@ class FashionMNISTDataModule(VisionDataModule):
     """
 
     NATIVE_SIZE = 28
+    NATIVE_CHANNELS = 1
 
     def __init__(
         self,
@@ -100,56 +131,9 @@ class FashionMNISTDataModule(VisionDataModule):
         download: bool = False,
         val_size: int = 5000,
         image_size: int | None = 28,
-        batch_size: int = 256,
-        num_workers: int = 0,
-        num_views: int = 0,
-        rgb: bool = False,
-        seed: int = 0,
-        crop_scale: tuple[float, float] = (0.08, 1.0),
-        jitter_strength: float = 0.5,
-        blur: bool | None = None,
-        hflip: bool = True,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        augment_on_device: bool | None = None,
-        local_views: int = 0,
-        local_image_size: int | None = None,
-        local_crop_scale: tuple[float, float] = (0.05, 0.4),
-        solarize_prob: float = 0.0,
-        train_subset: int | None = None,
-        policy: str = "none",
-        mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0,
-        mix_prob: float = 1.0,
-        switch_prob: float = 0.5,
-        noise_std: float = 0.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            num_workers=num_workers,
-            num_views=num_views,
-            image_size=image_size,
-            rgb=rgb,
-            seed=seed,
-            crop_scale=crop_scale,
-            jitter_strength=jitter_strength,
-            blur=blur,
-            hflip=hflip,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            augment_on_device=augment_on_device,
-            local_views=local_views,
-            local_image_size=local_image_size,
-            local_crop_scale=local_crop_scale,
-            solarize_prob=solarize_prob,
-            train_subset=train_subset,
-            policy=policy,
-            mixup_alpha=mixup_alpha,
-            cutmix_alpha=cutmix_alpha,
-            mix_prob=mix_prob,
-            switch_prob=switch_prob,
-            noise_std=noise_std,
-        )
+        super().__init__(image_size=image_size, **kwargs)
         if not 0 <= val_size < TRAIN_SIZE:
             raise ValueError(f"val_size must be in [0, {TRAIN_SIZE}) images of the train set, got {val_size}")
         if download and root is None:
@@ -165,18 +149,8 @@ class FashionMNISTDataModule(VisionDataModule):
         self.save_hyperparameters()
 
     @property
-    def num_classes(self) -> int:
-        return 10
-
-    @property
     def class_names(self) -> list[str]:
         return list(CLASS_NAMES)
-
-    def _native_image_size(self) -> int:
-        return self.NATIVE_SIZE
-
-    def _native_channels(self) -> int:
-        return 1
 
     def prepare_data(self) -> None:
         """Download with torchvision when ``download=True`` (Lightning runs this on one process)."""
@@ -188,21 +162,4 @@ class FashionMNISTDataModule(VisionDataModule):
                 FashionMNIST(self.root, train=train, download=True)
 
     def _load_splits(self) -> dict[str, ImageSource]:
-        paths = find_files(self.root)
-        arrays = {key: read_idx(path) for key, path in paths.items()}
-        for split in ("train", "test"):
-            images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-            if images.ndim != 3 or images.shape[0] != labels.shape[0]:
-                raise ValueError(
-                    f"{paths[f'{split}_images']} and {paths[f'{split}_labels']} do not match: "
-                    f"images {images.shape}, labels {labels.shape}"
-                )
-
-        def source(split: str) -> InMemoryImages:
-            images = torch.from_numpy(arrays[f"{split}_images"].copy()).unsqueeze(1)  # (N, 1, 28, 28)
-            labels = torch.from_numpy(arrays[f"{split}_labels"].astype(np.int64))  # (N,)
-            return InMemoryImages(resize_uint8(images, self.image_size), labels)
-
-        full_train = source("train")
-        train, val = stratified_split(full_train.labels, [self.val_size], seed=self.seed)
-        return {"train": full_train.subset(train), "val": full_train.subset(val), "test": source("test")}
+        return dict(load_fashion_mnist(self.root, self.image_size, self.val_size, self.seed))

@@ -6,6 +6,7 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -13,10 +14,10 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
+from lightning_tl.augment.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lightning_tl.datamodules.base import VisionDataModule
 from lightning_tl.datamodules.datasets import ImageSource
-from lightning_tl.datamodules.splits import check_fractions, fraction_to_count, stratified_split
-from lightning_tl.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lightning_tl.datamodules.splits import check_holdout, fraction_to_count, stratified_split
 
 #: Formats ``torchvision.io.decode_image`` reads.
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")
@@ -167,17 +168,17 @@ class ImageFolderDataModule(VisionDataModule):
     (sorted order): colour -> 3, grayscale -> 1 (a later colour file then raises), ``rgb=True`` reads
     all as RGB. ``image_size=None`` takes the shorter side of that first file. Eval and supervised
     training resize the shorter side to ``image_size`` and centre-crop; SSL views are random
-    resized crops of the full image, or, with ``augment_on_device`` (files of any sizes batched
+    resized crops of the full image, or, with a recipe's ``on_device`` (files of any sizes batched
     together), of that resized, centre-cropped image. A corrupt, truncated (:func:`find_truncation`)
     or unreadable file raises an error naming it, also from a DataLoader worker; none is skipped.
-    Normalisation: ``mean``/``std`` if given, else ImageNet's (their mean for 1 channel).
+    Normalisation: ``normalize`` if given, else ImageNet's (their mean for 1 channel).
 
     Args:
         root: the image folder.
         labelled: class subfolders (True) or unlabelled tree (False).
-        val_fraction, test_fraction: held-out fractions of the images.
+        holdout: (val, test) fractions of the images held out.
         extensions: file suffixes read (case-insensitive).
-        mean, std: normalisation constants (1 or num_channels values each), or None.
+        normalize: (mean, std) normalisation constants (1 or num_channels values each), or None.
         other arguments: see :class:`VisionDataModule`.
     """
 
@@ -186,79 +187,29 @@ class ImageFolderDataModule(VisionDataModule):
         root: str,
         *,
         labelled: bool = True,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.0,
+        holdout: tuple[float, float] = (0.1, 0.0),
         extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
-        mean: tuple[float, ...] | None = None,
-        std: tuple[float, ...] | None = None,
+        normalize: tuple[Sequence[float], Sequence[float]] | None = None,
         image_size: int | None = None,
-        batch_size: int = 256,
-        num_workers: int = 0,
-        num_views: int = 0,
-        rgb: bool = False,
-        seed: int = 0,
-        crop_scale: tuple[float, float] = (0.08, 1.0),
-        jitter_strength: float = 0.5,
-        blur: bool | None = None,
-        hflip: bool = True,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        augment_on_device: bool | None = None,
-        local_views: int = 0,
-        local_image_size: int | None = None,
-        local_crop_scale: tuple[float, float] = (0.05, 0.4),
-        solarize_prob: float = 0.0,
-        train_subset: int | None = None,
-        policy: str = "none",
-        mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0,
-        mix_prob: float = 1.0,
-        switch_prob: float = 0.5,
-        noise_std: float = 0.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            num_workers=num_workers,
-            num_views=num_views,
-            image_size=image_size,
-            rgb=rgb,
-            seed=seed,
-            crop_scale=crop_scale,
-            jitter_strength=jitter_strength,
-            blur=blur,
-            hflip=hflip,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            augment_on_device=augment_on_device,
-            local_views=local_views,
-            local_image_size=local_image_size,
-            local_crop_scale=local_crop_scale,
-            solarize_prob=solarize_prob,
-            train_subset=train_subset,
-            policy=policy,
-            mixup_alpha=mixup_alpha,
-            cutmix_alpha=cutmix_alpha,
-            mix_prob=mix_prob,
-            switch_prob=switch_prob,
-            noise_std=noise_std,
-        )
+        super().__init__(image_size=image_size, **kwargs)
         if not Path(root).is_dir():
             raise FileNotFoundError(f"image folder root={root!r} does not exist or is not a directory")
-        check_fractions(val_fraction, test_fraction)
+        self.holdout = check_holdout(holdout)
         if not extensions:
             raise ValueError("extensions must list at least one file suffix, e.g. ('.png', '.jpg')")
-        if (mean is None) != (std is None):
-            raise ValueError(f"give both mean and std or neither, got mean={mean}, std={std}")
+        if normalize is not None and len(normalize) != 2:
+            raise ValueError(f"normalize must be [mean, std] (1 or 3 values each) or null, got {normalize}")
+        mean, std = normalize if normalize is not None else (None, None)
         for name, values in (("mean", mean), ("std", std)):
             if values is not None and len(values) not in (1, 3):
-                raise ValueError(f"{name} needs 1 or 3 values (one per channel), got {values}")
+                raise ValueError(f"normalize's {name} needs 1 or 3 values (one per channel), got {values}")
         self.root = root
         self.labelled = labelled
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
         self.extensions = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
-        self.mean_arg = mean
-        self.std_arg = std
+        self.mean_arg = list(mean) if mean is not None else None
+        self.std_arg = list(std) if std is not None else None
         self._scan_cache: FolderImages | None = None
         self._classes: list[str] = []
         self._first_shape: tuple[int, int, int] | None = None
@@ -328,7 +279,7 @@ class ImageFolderDataModule(VisionDataModule):
     def _load_splits(self) -> dict[str, ImageSource]:
         data = self._scan()
         n = len(data)
-        sizes = [fraction_to_count(self.val_fraction, n), fraction_to_count(self.test_fraction, n)]
+        sizes = [fraction_to_count(fraction, n) for fraction in self.holdout]
         train, val, test = stratified_split(data.labels, sizes, seed=self.seed)
         return {"train": data.subset(train), "val": data.subset(val), "test": data.subset(test)}
 

@@ -1,39 +1,53 @@
-"""(image, caption) pairs for CLIP: annotation file + image folder, WebDataset-style tar shards, or
-captioned Fashion-MNIST / digits (offline)."""
+"""(image, caption) pairs for CLIP: captioned Fashion-MNIST / digits (offline), a caption file of your
+images, or WebDataset-style tar shards."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from lightning_tl.augment import SupervisedAugment
 from lightning_tl.datamodules.base import VisionDataModule
+from lightning_tl.datamodules.caption_file import CaptionFile
+from lightning_tl.datamodules.caption_shards import CaptionShards
 from lightning_tl.datamodules.captions import (
     DIGIT_CAPTION_NAMES,
     DIGIT_TEMPLATES,
     FASHION_CAPTION_NAMES,
     FASHION_TEMPLATES,
     CaptionedImages,
-    captioned_files,
-    create_tokenizer,
     pick_caption,
 )
-from lightning_tl.datamodules.datasets import ImageSource, channel_mean_std
-from lightning_tl.datamodules.digits import DigitsDataModule
-from lightning_tl.datamodules.fashion_mnist import FashionMNISTDataModule
+from lightning_tl.datamodules.datasets import ImageSource, InMemoryImages, channel_mean_std
+from lightning_tl.datamodules.digits import load_digits
+from lightning_tl.datamodules.fashion_mnist import TRAIN_SIZE, find_files, load_fashion_mnist
 from lightning_tl.datamodules.loader import ResumableDataLoader
+from lightning_tl.datamodules.moved_args import check_removed_args
 from lightning_tl.datamodules.sampling import SeededSampler, UnpaddedDistributedSampler
-from lightning_tl.datamodules.splits import check_fractions, fraction_to_count
-from lightning_tl.datamodules.tar_shards import ShardLoader, TarShards, expand_shards
+from lightning_tl.datamodules.splits import check_holdout, fraction_to_count
+from lightning_tl.datamodules.tar_shards import ShardLoader, TarShards
+from lightning_tl.tokenizers import create_tokenizer
 
 #: CLIP's normalisation (Radford et al. 2021), what open_clip towers expect.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 BUILT_IN = ("fashion_mnist", "digits")
+#: Arguments of :class:`VisionDataModule` that image-caption pairs do not take -> why.
+NOT_FOR_PAIRS = {
+    "views": (
+        "multi-view SSL recipes do not apply to image-caption pairs; the train augmentation of the "
+        "images is augment: {class_path: lightning_tl.augment.SupervisedAugment, init_args: {...}}"
+    ),
+    "train_subset": (
+        "a class-stratified labelled-data budget does not apply to image-caption pairs; list the pairs "
+        "to train on in a CaptionFile"
+    ),
+}
 
 
 class ImageTextDataset(Dataset):
@@ -68,108 +82,143 @@ class ImageTextDataset(Dataset):
 class ImageTextDataModule(VisionDataModule):
     """Image-caption batches ``{"image", "text", "label"}`` for :class:`~lightning_tl.modules.CLIP`.
 
-    One of three sources:
+    The pairs come from ``dataset``, one of:
 
-    - ``dataset="fashion_mnist"`` / ``"digits"`` (default): the built-in images with captions made
-      from several templates per class ("a photo of a {}.", ...), a random one per sample; splits as
-      in :class:`FashionMNISTDataModule` / :class:`DigitsDataModule`. Labels are the classes.
-    - ``annotations``: a CSV/TSV (header line) or JSONL file with an image path column (relative to
-      ``image_root``, default the file's folder) and a caption column; ``val_fraction`` /
-      ``test_fraction`` of the rows are held out (fixed by ``seed``). All paths are checked up front.
-    - ``shards``: WebDataset-style tar files (``{key}.jpg|png|webp`` + ``{key}.txt`` [+ ``{key}.cls``])
+    - ``"fashion_mnist"`` (default) / ``"digits"``: the built-in images with captions made from several
+      templates per class ("a photo of a {}.", ...), a random one per sample. Fashion-MNIST holds out
+      ``val_size`` train images and tests on its official test set; digits holds out ``holdout``
+      fractions (stratified). Labels are the classes.
+    - a :class:`~lightning_tl.datamodules.caption_file.CaptionFile`: a CSV/TSV/JSONL file of image paths
+      and captions; ``holdout`` fractions of the rows are held out (fixed by ``seed``). Every row is
+      checked here, before any model is built.
+    - a :class:`~lightning_tl.datamodules.caption_shards.CaptionShards`: WebDataset-style tar files
       streamed by :class:`~lightning_tl.datamodules.tar_shards.TarShards`, split across ranks and
-      workers by shard; ``val_shards`` for validation.
+      workers by shard, with their own validation shards.
 
-    Captions are tokenized with open_clip's tokenizer (``tokenizer``: None = CLIP's BPE, or an
-    open_clip model name) to ``context_length`` tokens, which must equal the model's. Training
-    batches are shuffled and augmented (padded random crop, flip) from per-sample seeds and resume
-    exactly mid-epoch; evaluation batches use the first caption and the deterministic transform.
+    Captions are tokenized with open_clip's tokenizer (``tokenizer``: None = CLIP's BPE, or an open_clip
+    model name) to ``context_length`` tokens, which must equal the model's. Training batches are
+    shuffled and augmented by ``augment`` (padded random crop, flip, policy) from per-sample seeds and
+    resume exactly mid-epoch; evaluation batches use the first caption and the deterministic transform.
 
     Args:
-        dataset: built-in captioned data set, or None when ``annotations`` or ``shards`` is given.
-        root: Fashion-MNIST folder (see :class:`FashionMNISTDataModule`).
-        annotations, image_root, image_column, caption_column, label_column: annotation-file source.
-        class_names: names of the labels of an annotation file or shards (for zero-shot evaluation).
-        shards, val_shards: tar shard paths, globs or ``{000..009}`` brace ranges.
+        dataset: the source of the pairs (see above).
+        root: Fashion-MNIST folder (see :class:`~lightning_tl.datamodules.FashionMNISTDataModule`);
+            None = the Debian package's. Only with ``dataset="fashion_mnist"``.
+        val_size: Fashion-MNIST train images held out for validation; None = 5,000.
+        holdout: (val, test) fractions held out of digits or of a caption file; None = (0.1, 0.15)
+            for digits, (0.1, 0.0) for a file. Shards have their own ``val`` shards.
         tokenizer, context_length: see above.
-        val_size: Fashion-MNIST images held out of its train set.
-        val_fraction, test_fraction: held-out fractions (digits and annotation files).
-        image_size: image side; None = native for built-in data (required for files and shards).
-        mean, std: normalisation; None = exact train statistics for built-in data, CLIP's constants
+        normalize: (mean, std); None = exact train statistics for built-in data, CLIP's constants
             (what open_clip towers expect) for files and shards.
-        other arguments: see :class:`VisionDataModule`.
+        image_size: image side; None = native for built-in data (required for files and shards).
+        augment: per-sample train augmentation (:class:`~lightning_tl.augment.SupervisedAugment`:
+            crop, flip, policy); batch mixing does not apply to pairs. None = crop and flip.
+        batch_size, num_workers, rgb, seed, loader: see :class:`VisionDataModule`. Its ``views`` and
+            ``train_subset`` do not apply to pairs.
+
+    Example::
+
+        >>> dm = ImageTextDataModule("digits", image_size=8, context_length=12, batch_size=16)
+        >>> batch = next(iter(dm.train_dataloader()))
+        >>> tuple(batch["image"].shape), tuple(batch["text"].shape), dm.class_names[:2]
+        ((16, 1, 8, 8), (16, 12), ['zero', 'one'])
     """
 
     def __init__(
         self,
-        dataset: str | None = "fashion_mnist",
+        dataset: Literal["fashion_mnist", "digits"] | CaptionFile | CaptionShards = "fashion_mnist",
         *,
         root: str | None = None,
-        annotations: str | None = None,
-        image_root: str | None = None,
-        image_column: str = "filepath",
-        caption_column: str = "caption",
-        label_column: str | None = None,
-        class_names: list[str] | None = None,
-        shards: str | list[str] | None = None,
-        val_shards: str | list[str] | None = None,
+        val_size: int | None = None,
+        holdout: tuple[float, float] | None = None,
         tokenizer: str | None = None,
         context_length: int = 77,
-        val_size: int = 5000,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.0,
+        normalize: tuple[list[float], list[float]] | None = None,
         image_size: int | None = None,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
         batch_size: int = 256,
         num_workers: int = 0,
         rgb: bool = False,
         seed: int = 0,
-        hflip: bool = True,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        augment: SupervisedAugment | None = None,
+        loader: dict[str, Any] | None = None,
+        **removed: Any,
     ) -> None:
+        owner = type(self).__name__
+        for key, why in NOT_FOR_PAIRS.items():
+            if key in removed:
+                raise TypeError(f"{owner} has no argument {key!r}: {why}")
+        check_removed_args(owner, removed)
         super().__init__(
             batch_size=batch_size,
             num_workers=num_workers,
             image_size=image_size,
             rgb=rgb,
             seed=seed,
-            hflip=hflip,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
+            augment=augment,
+            loader=loader,
         )
-        given = [n for n, v in (("dataset", dataset), ("annotations", annotations), ("shards", shards)) if v]
-        if len(given) != 1:
+        if not (dataset in BUILT_IN or isinstance(dataset, (CaptionFile, CaptionShards))):
             raise ValueError(
-                f"give exactly one source of pairs: dataset (one of {BUILT_IN}), annotations (a CSV/TSV/"
-                f"JSONL file of image paths and captions) or shards; got {given or 'none'} (set dataset: "
-                "null when using annotations or shards)"
+                f"dataset must be one of {BUILT_IN}, a CaptionFile (a CSV/TSV/JSONL file of image paths and "
+                f"captions) or CaptionShards (tar shards), got {dataset!r}"
             )
-        if dataset is not None and dataset not in BUILT_IN:
-            raise ValueError(f"dataset must be one of {BUILT_IN} or None, got {dataset!r}")
-        if dataset is None and image_size is None:
+        self.dataset = dataset
+        self._check_source_args(root, val_size, holdout, image_size)
+        if augment is not None and augment.batch_level:
             raise ValueError(
-                "image_size is required for annotation files and shards (e.g. 224 for open_clip)"
+                f"augment={augment!r} mixes batches (mixup, CutMix, noise), which image-caption batches do "
+                "not do: set mixup_alpha, cutmix_alpha and noise_std to 0"
             )
-        if (mean is None) != (std is None):
-            raise ValueError("give both mean and std, or neither")
-        check_fractions(val_fraction, test_fraction)
+        if normalize is not None and (len(normalize) != 2 or len(normalize[0]) != len(normalize[1])):
+            raise ValueError(
+                f"normalize must be [mean, std] with one value per channel each, or null; got {normalize}"
+            )
+        self.root = root
+        self.val_size = val_size if val_size is not None else 5000
+        if dataset == "digits":
+            self.holdout: tuple[float, float] | None = check_holdout(holdout or (0.1, 0.15))
+        elif isinstance(dataset, CaptionFile):
+            self.holdout = check_holdout(holdout or (0.1, 0.0))
+        else:
+            self.holdout = None
         self.tokenizer = create_tokenizer(tokenizer, context_length)
         self.context_length = context_length
-        self.dataset, self.root, self.val_size = dataset, root, val_size
-        self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self._class_names = list(class_names) if class_names is not None else None
-        self._fixed_stats = (list(mean), list(std)) if mean is not None and std is not None else None
-        self._files = None
-        if annotations is not None:  # read and check every row now, before any model is built
-            self._files = captioned_files(annotations, image_root, image_column, caption_column, label_column)
-        self._shards = expand_shards(shards) if shards is not None else None
-        self._val_shards = expand_shards(val_shards) if val_shards is not None else None
+        self._fixed_stats = (list(normalize[0]), list(normalize[1])) if normalize is not None else None
+        # read and check everything now, before any model is built
+        self._files = dataset.read() if isinstance(dataset, CaptionFile) else None
+        self._shards = dataset.train_files() if isinstance(dataset, CaptionShards) else None
+        self._val_shards = dataset.val_files() if isinstance(dataset, CaptionShards) else None
         if dataset == "fashion_mnist":
-            FashionMNISTDataModule(root, val_size=val_size)  # checks the files exist
+            find_files(root)
         self._shard_loader: ShardLoader | None = None
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["dataset"])
+        # the source as plain data (checkpoints load with weights_only=True); no views for pairs
+        self.hparams.pop("views", None)
+        source = dataset if isinstance(dataset, str) else dataset.config()
+        self.hparams["dataset"] = source
+        self._hparams_initial["dataset"] = source  # type: ignore[attr-defined]  # what loggers record
+
+    def _check_source_args(
+        self, root: str | None, val_size: int | None, holdout: Any, image_size: int | None
+    ) -> None:
+        """Refuse arguments the chosen source does not read (nothing is silently ignored)."""
+        name = self.dataset if isinstance(self.dataset, str) else type(self.dataset).__name__
+        shards = isinstance(self.dataset, CaptionShards)
+        validation = "the CaptionShards' val shards" if shards else "holdout"
+        if self.dataset != "fashion_mnist":
+            for key, value in (("root", root), ("val_size", val_size)):
+                if value is not None:
+                    raise ValueError(
+                        f"{key} is an argument of the Fashion-MNIST pairs; dataset={name!r} does not read "
+                        "it: drop it" + (f" (validation pairs: {validation})" if key == "val_size" else "")
+                    )
+        elif val_size is not None and not 0 <= val_size < TRAIN_SIZE:
+            raise ValueError(f"val_size must be in [0, {TRAIN_SIZE}) images of the train set, got {val_size}")
+        if holdout is not None and (self.dataset == "fashion_mnist" or shards):
+            where = "val_size" if self.dataset == "fashion_mnist" else validation
+            raise ValueError(f"dataset={name!r} holds out no fractions: drop holdout and use {where}")
+        if not isinstance(self.dataset, str) and image_size is None:
+            raise ValueError(f"image_size is required for {name} pairs (e.g. 224 for open_clip)")
 
     # ----------------------------------------------------------------- what the data is
     @property
@@ -183,36 +232,34 @@ class ImageTextDataModule(VisionDataModule):
             return list(FASHION_CAPTION_NAMES)
         if self.dataset == "digits":
             return list(DIGIT_CAPTION_NAMES)
-        return list(self._class_names or [])
+        assert isinstance(self.dataset, (CaptionFile, CaptionShards))
+        return list(self.dataset.class_names or [])
 
     def _native_image_size(self) -> int:
         return 28 if self.dataset == "fashion_mnist" else 16
 
     def _native_channels(self) -> int:
-        return 1 if self.dataset is not None else 3
+        return 1 if isinstance(self.dataset, str) else 3
 
     def _load_splits(self) -> dict[str, ImageSource]:
         names: tuple[str, ...]
         templates: tuple[str, ...]
+        plain: dict[str, InMemoryImages] | None = None
         if self.dataset == "fashion_mnist":
-            inner = FashionMNISTDataModule(self.root, val_size=self.val_size, image_size=28, seed=self.seed)
+            plain = load_fashion_mnist(self.root, 28, self.val_size, self.seed)
             names, templates = FASHION_CAPTION_NAMES, FASHION_TEMPLATES
         elif self.dataset == "digits":
-            inner = DigitsDataModule(  # type: ignore[assignment]
-                val_fraction=self.val_fraction,
-                test_fraction=self.test_fraction or 0.15,
-                image_size=self.image_size,
-                seed=self.seed,
-            )
+            assert self.holdout is not None
+            plain = load_digits(self.image_size, self.holdout, self.seed)
             names, templates = DIGIT_CAPTION_NAMES, DIGIT_TEMPLATES
-        if self.dataset is not None:
-            splits = inner._load_splits()
-            return {k: CaptionedImages(v, names, templates) for k, v in splits.items()}  # type: ignore[arg-type,misc]
+        if plain is not None:
+            return {k: CaptionedImages(v, names, templates) for k, v in plain.items()}  # type: ignore[misc]
         if self._files is None:  # shards: no map-style splits
             return {}
+        assert self.holdout is not None
         n = len(self._files)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
-        n_val, n_test = fraction_to_count(self.val_fraction, n), fraction_to_count(self.test_fraction, n)
+        n_val, n_test = (fraction_to_count(fraction, n) for fraction in self.holdout)
         parts = {
             "val": order[:n_val],
             "test": order[n_val : n_val + n_test],
@@ -230,7 +277,7 @@ class ImageTextDataModule(VisionDataModule):
     def _resize_steps(self) -> list[Callable[[Tensor], Tensor]]:
         if self.dataset == "fashion_mnist" and self.image_size != 28:
             return [v2.Resize(self.image_size, antialias=True)]
-        if self.dataset is None:
+        if not isinstance(self.dataset, str):
             return [v2.Resize(self.image_size, antialias=True), v2.CenterCrop(self.image_size)]
         return []
 
@@ -248,12 +295,12 @@ class ImageTextDataModule(VisionDataModule):
         transform = self.train_transform()
         if self._shards is not None:
             data = TarShards(self._shards, transform, self.tokenizer, shuffle=True, seed=self.seed)
-            self._shard_loader = ShardLoader(data, self.batch_size, **self._loader_kwargs())
+            self._shard_loader = ShardLoader(data, self.batch_size, **self.loader_kwargs())
             if self._pending_loader_state is not None:
                 self._shard_loader.load_state_dict(self._pending_loader_state)
                 self._pending_loader_state = None
             return self._shard_loader
-        source = self._ensure_setup()["train"]
+        source = self.splits()["train"]
         sampler = SeededSampler(len(source), shuffle=True, seed=self.seed, drop_last=True)
         if sampler.num_samples < self.batch_size:
             raise ValueError(
@@ -262,7 +309,7 @@ class ImageTextDataModule(VisionDataModule):
             )
         dataset = ImageTextDataset(source, transform, self.tokenizer)
         loader = ResumableDataLoader(
-            dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs()
+            dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True, **self.loader_kwargs()
         )
         if self._pending_loader_state is not None:
             loader.load_state_dict(self._pending_loader_state)
@@ -277,15 +324,15 @@ class ImageTextDataModule(VisionDataModule):
             data = TarShards(
                 self._val_shards, self.eval_transform(), self.tokenizer, shuffle=False, seed=self.seed
             )
-            return ShardLoader(data, self.batch_size, even=False, **self._loader_kwargs())
+            return ShardLoader(data, self.batch_size, even=False, **self.loader_kwargs())
         return self._eval_loader("val")
 
     def _eval_loader(self, split: str) -> DataLoader:
         if self._shards is not None:
-            raise ValueError("tar shards have no test split; evaluate with val_shards")
-        dataset = ImageTextDataset(self._ensure_setup()[split], self.eval_transform(), self.tokenizer)
+            raise ValueError("tar shards have no test split; evaluate with the CaptionShards' val shards")
+        dataset = ImageTextDataset(self.splits()[split], self.eval_transform(), self.tokenizer)
         sampler = UnpaddedDistributedSampler(len(dataset))
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, **self._loader_kwargs())
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, **self.loader_kwargs())
 
     def _current_train_loader(self) -> Any:
         if self._shards is not None:

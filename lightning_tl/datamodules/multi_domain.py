@@ -22,7 +22,7 @@ class MultiDomainDataModule(L.LightningDataModule):
     loader keeps its own seeded, resumable position, saved in this datamodule's ``state_dict``.
 
     Args:
-        domains: ``{name: datamodule}``; supervised (``num_views: 0``), all with the same channels.
+        domains: ``{name: datamodule}``; supervised (``views: null``), all with the same channels.
 
     Attributes:
         num_classes: ``{name: classes}``, linked by the CLI to the model's ``num_classes``.
@@ -39,7 +39,7 @@ class MultiDomainDataModule(L.LightningDataModule):
             if dm.num_views != 0:
                 raise ValueError(
                     f"domain {name!r} has num_views={dm.num_views}; multi-domain training takes supervised "
-                    "(images, labels) batches: set num_views: 0"
+                    "(images, labels) batches: set views: null"
                 )
         channels = {name: dm.num_channels for name, dm in domains.items()}
         if len(set(channels.values())) > 1:

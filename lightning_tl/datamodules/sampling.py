@@ -15,24 +15,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from lightning_tl import distributed
-
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    """SplitMix64 finaliser (Steele et al. 2014): a cheap bijective 64-bit mixer."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def mix_seed(*values: int) -> int:
-    """Deterministic 63-bit seed from a tuple of integers, e.g. (seed, epoch, index)."""
-    h = 0
-    for v in values:
-        h = _splitmix64(h ^ (v & _MASK64))
-    return h >> 1  # fits torch.manual_seed on every platform
+from lightning_tl.augment.counter_rng import mix_seed, mix_seeds
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -117,7 +100,11 @@ class SeededSampler(DistributedSampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         start, self._skip = self._skip, 0
         seed, epoch = self.seed, self.epoch
-        return iter([(i, sample_seed(seed, epoch, i)) for i in self.indices()[start:]])
+        indices = self.indices()[start:]
+        seeds = mix_seeds(
+            seed, epoch, torch.tensor(indices, dtype=torch.int64)
+        ).tolist()  # sample_seed of each
+        return iter(list(zip(indices, seeds, strict=True)))
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose permutation and seeds the next iteration uses."""

@@ -8,13 +8,17 @@ import torch
 from torch import Tensor
 
 
-def check_fractions(val_fraction: float, test_fraction: float) -> None:
-    """Raise ``ValueError`` unless both fractions are in [0, 1) and leave a train split."""
+def check_holdout(holdout: Sequence[float]) -> tuple[float, float]:
+    """``(val_fraction, test_fraction)`` checked: both in [0, 1), leaving a train split; as floats."""
+    if len(holdout) != 2:
+        raise ValueError(f"holdout must be [val_fraction, test_fraction], e.g. [0.1, 0.0]; got {holdout}")
+    val_fraction, test_fraction = float(holdout[0]), float(holdout[1])
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(
-            f"val_fraction and test_fraction must be in [0, 1) and leave a train split "
-            f"(sum < 1), got val_fraction={val_fraction}, test_fraction={test_fraction}"
+            "holdout fractions (val, test) must be in [0, 1) and leave a train split (sum < 1), "
+            f"got holdout={list(holdout)}"
         )
+    return val_fraction, test_fraction
 
 
 def fraction_to_count(fraction: float, total: int) -> int:

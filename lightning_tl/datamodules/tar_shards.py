@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_image
 
 from lightning_tl import distributed as dist
+from lightning_tl.augment.counter_rng import mix_seed
 from lightning_tl.datamodules.image_folder import find_truncation
-from lightning_tl.datamodules.sampling import mix_seed
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 

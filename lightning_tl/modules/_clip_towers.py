@@ -8,8 +8,6 @@ Both kinds expose open_clip's interface: ``visual`` (image tower), ``encode_imag
 from __future__ import annotations
 
 import difflib
-import importlib.util
-import json
 import math
 import os
 from pathlib import Path
@@ -19,10 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_tl.backbones import Backbone, create_backbone
-from lightning_tl.layer_groups import LayerGroup, _backbone_stages, assign
-from lightning_tl.weights import WeightsNotCachedError, hf_cache_miss, is_cache_miss, load_file
-
-HF_HUB = "hf-hub:"
+from lightning_tl.layer_groups import LayerGroup, assign, backbone_stages
+from lightning_tl.tokenizers import HF_HUB, open_clip_config
+from lightning_tl.weights import WeightsNotCachedError, hf_cache_miss, load_file
 
 #: CLIP's initial temperature 0.07 (Radford et al. 2021, Sec. 2.5), stored as log(1 / 0.07).
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
@@ -42,7 +39,7 @@ class BackboneImageTower(nn.Module):
 
     def groups(self) -> list[list[nn.Parameter]]:
         """Parameters from input to output: the backbone's stages (stem, blocks), then the projection."""
-        stages = _backbone_stages(self.backbone.model)
+        stages = backbone_stages(self.backbone.model)
         if stages is None:
             raise ValueError(
                 f"cannot find the blocks of backbone {self.backbone.name!r} for partial unlocking; use a "
@@ -71,29 +68,11 @@ class BackboneTextCLIP(nn.Module):
     whose end-of-text token's features are projected to the joint space.
     """
 
-    def __init__(
-        self,
-        visual: BackboneImageTower,
-        embed_dim: int,
-        context_length: int,
-        vocab_size: int,
-        text_width: int,
-        text_layers: int,
-        text_heads: int,
-    ) -> None:
-        from open_clip.transformer import TextTransformer
-
+    def __init__(self, visual: BackboneImageTower, text: nn.Module) -> None:
         super().__init__()
         self.visual = visual
-        self.text = TextTransformer(
-            context_length=context_length,
-            vocab_size=vocab_size,
-            width=text_width,
-            heads=text_heads,
-            layers=text_layers,
-            output_dim=embed_dim,
-        )
-        self.context_length = context_length
+        self.text = text  # open_clip TextTransformer: tokens (B, L) -> (B, E)
+        self.context_length = int(text.context_length)  # type: ignore[arg-type]
         self.logit_scale = nn.Parameter(torch.tensor(INIT_LOGIT_SCALE))
 
     def encode_image(self, image: Tensor) -> Tensor:
@@ -101,66 +80,6 @@ class BackboneTextCLIP(nn.Module):
 
     def encode_text(self, text: Tensor) -> Tensor:
         return self.text(text)  # (B, E)
-
-
-def _hf_hub_config(model_name: str) -> dict[str, Any]:
-    """The ``model_cfg`` of an ``hf-hub:org/name`` open_clip repo (its ``open_clip_config.json``)."""
-    from huggingface_hub import hf_hub_download
-
-    repo = model_name[len(HF_HUB) :]
-    try:
-        path = hf_hub_download(repo, "open_clip_config.json")
-    except Exception as err:
-        if is_cache_miss(err):
-            raise hf_cache_miss(f"open_clip model {model_name!r}", repo, err) from err
-        raise
-    config = json.loads(Path(path).read_text(encoding="utf-8")).get("model_cfg")
-    if not isinstance(config, dict):
-        raise ValueError(f"{path!r} of {model_name!r} has no 'model_cfg': it is not an open_clip model repo")
-    return config
-
-
-def open_clip_config(model_name: str) -> dict[str, Any]:
-    """The config of an ``open_clip.list_models()`` name (or ``hf-hub:org/name``) that CLIP can train.
-
-    Raises:
-        ValueError: unknown name (close matches listed), or a SigLIP model.
-        ImportError: the model has a Hugging Face text tower or tokenizer and ``transformers`` is missing.
-    """
-    import open_clip
-
-    if model_name.startswith(HF_HUB):
-        config = _hf_hub_config(model_name)
-    else:
-        names = open_clip.list_models()
-        if model_name not in names:
-            close = difflib.get_close_matches(model_name, names, n=5, cutoff=0.5)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise ValueError(
-                f"unknown open_clip model {model_name!r}.{hint} open_clip.list_models() lists the "
-                f"{len(names)} names ('hf-hub:org/name' loads one from the Hugging Face hub); or leave "
-                "model_name unset for a create_backbone image tower."
-            )
-        config = open_clip.get_model_config(model_name) or {}
-    if config.get("init_logit_bias") is not None or "siglip" in model_name.lower():
-        raise ValueError(
-            f"{model_name!r} is a SigLIP model (sigmoid loss with a logit bias); CLIP trains "
-            "with the softmax contrastive loss: choose a CLIP model (e.g. 'ViT-B-32')"
-        )
-    text_cfg = config.get("text_cfg", {})
-    hf_name = text_cfg.get("hf_model_name") or text_cfg.get("hf_tokenizer_name")
-    if hf_name and importlib.util.find_spec("transformers") is None:
-        raise ImportError(
-            f"{model_name!r} has a Hugging Face text tower / tokenizer ({hf_name!r}), which open_clip "
-            "builds with the transformers library: pip install transformers (or lightning-tl[hf])"
-        )
-    return config
-
-
-def model_tokenizer(config: dict[str, Any]) -> str:
-    """Which tokenizer an open_clip config's text tower reads (see ``captions.tokenizer_kind``)."""
-    hf_name = config.get("text_cfg", {}).get("hf_tokenizer_name")
-    return f"Hugging Face tokenizer {hf_name!r}" if hf_name else "open_clip's CLIP BPE"
 
 
 def _looks_like_path(text: str) -> bool:
@@ -268,7 +187,11 @@ def create_backbone_clip(
     text_layers: int,
     text_heads: int,
 ) -> BackboneTextCLIP:
-    """A :class:`BackboneTextCLIP` from its sizes (checked here, before anything is built)."""
+    """A :class:`BackboneTextCLIP` from its sizes (checked here, before anything is built): the
+    ``create_backbone`` image tower with a projection to ``embed_dim``, and open_clip's
+    ``TextTransformer`` over ``vocab_size`` tokens."""
+    from open_clip.transformer import TextTransformer
+
     for name, value in (
         ("embed_dim", embed_dim),
         ("context_length", context_length),
@@ -288,9 +211,15 @@ def create_backbone_clip(
         model_kwargs=backbone_kwargs,
     )
     visual = BackboneImageTower(backbone, embed_dim)
-    return BackboneTextCLIP(
-        visual, embed_dim, context_length, vocab_size, text_width, text_layers, text_heads
+    text = TextTransformer(
+        context_length=context_length,
+        vocab_size=vocab_size,
+        width=text_width,
+        heads=text_heads,
+        layers=text_layers,
+        output_dim=embed_dim,
     )
+    return BackboneTextCLIP(visual, text)
 
 
 def lock_image_tower(model: nn.Module, unlocked_groups: int) -> None:

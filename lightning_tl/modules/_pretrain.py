@@ -1,67 +1,32 @@
-"""Pieces shared by the pre-training modules (SimCLR, MoCo): optimizer, schedule, batch checks.
+"""What the pre-training modules (SimCLR, MoCo, BYOL, SimSiam, Barlow Twins, VICReg, DINO) share about
+their batches: multi-view batches checked and encoded, and evaluation steps that hand features to the
+callbacks.
 
-Plain functions on a LightningModule, so a module composes them instead of inheriting a base class.
+Plain functions, and one small mixin (:class:`FeatureSteps`) for the Lightning hooks they all implement
+the same way; their optimizers come from :mod:`lightning_tl.modules._optim`.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from typing import Any
 
-import lightning as L
-from torch import Tensor
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+import torch
+from torch import Tensor, nn
 
-from lightning_tl import distributed as dist
-from lightning_tl.datamodules.datasets import RawViews
-from lightning_tl.modules._rng import load_rng_states, save_rng_states
-from lightning_tl.optim import OptimizerFactory, create_optimizer, param_groups, warmup_cosine_scheduler
-
-
-def build_optimizer(
-    module: L.LightningModule,
-    optimizer: str | OptimizerFactory,
-    lr: float,
-    weight_decay: float,
-    momentum: float,
-) -> Optimizer:
-    """``optimizer`` (a timm name or a callable on param groups) over the trainable parameters of
-    ``module``, without weight decay on 1-D ones; parameters with ``requires_grad=False`` (momentum
-    encoders) are left out."""
-    if callable(optimizer):
-        return optimizer(param_groups(module, weight_decay))
-    return create_optimizer(module, optimizer, lr, weight_decay, momentum)
-
-
-def build_warmup_cosine(module: L.LightningModule, optimizer: Optimizer, warmup_epochs: float) -> LambdaLR:
-    """Per-step linear warm-up of ``warmup_epochs`` (counted in optimizer steps) then cosine decay."""
-    trainer = module.trainer
-    total = int(trainer.estimated_stepping_batches)  # also sizes the train dataloader
-    batches = trainer.num_training_batches
-    if warmup_epochs > 0 and not math.isfinite(batches):
-        raise ValueError("warmup_epochs needs a train dataloader with a length; set warmup_epochs: 0.")
-    steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches) if warmup_epochs else 0
-    return warmup_cosine_scheduler(optimizer, round(warmup_epochs * steps_per_epoch), total)
-
-
-def global_batch_size(module: L.LightningModule) -> int | None:
-    """Datamodule ``batch_size`` x processes x gradient accumulation, or None without a batch size."""
-    trainer = module.trainer
-    batch = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
-    if batch is None:
-        return None
-    return int(batch) * dist.world_size() * trainer.accumulate_grad_batches
+from lightning_tl.augment import SeededBatch
+from lightning_tl.modules._pretrained import DataMismatchCheck
+from lightning_tl.modules._rng import RNGCheckpoint
 
 
 def check_not_raw_views(batch: Any, method: str) -> None:
     """Raise a clear error when a batch still holds the uint8 images of on-device views."""
-    if isinstance(batch, RawViews):
+    if isinstance(batch, SeededBatch):
         raise ValueError(
-            f"{method} got raw uint8 images (RawViews): their views are made by the datamodule's "
+            f"{method} got raw uint8 images (a SeededBatch): their views are made by the datamodule's "
             "on_after_batch_transfer hook, which Lightning only calls when the datamodule is passed to "
-            "the Trainer; use trainer.fit(model, datamodule=dm), or set the datamodule's "
-            "augment_on_device: false."
+            "the Trainer; use trainer.fit(model, datamodule=dm), or set the view recipe's "
+            "on_device: false."
         )
 
 
@@ -76,12 +41,13 @@ def split_views(batch: Any, method: str, exactly: int | None = None) -> tuple[li
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], (tuple, list))):
         raise ValueError(
             f"{method} expects batches (views, labels) where views is a list of {wanted} image tensors; "
-            f"got {type(batch).__name__}. Set the datamodule's num_views: {exactly or 2}."
+            f"got {type(batch).__name__}. Give the datamodule a view recipe, e.g. views: SimCLRViews."
         )
     views, labels = batch
     if len(views) < 2 or (exactly is not None and len(views) != exactly):
         raise ValueError(
-            f"{method} uses {wanted} views per image, got {len(views)}; set num_views: {exactly or 2}."
+            f"{method} uses {wanted} views per image, got {len(views)}; set the view recipe's num_views: "
+            f"{exactly or 2}."
         )
     shapes = [tuple(v.shape) for v in views]
     if any(s[:2] != shapes[0][:2] for s in shapes) or (exactly is not None and len(set(shapes)) > 1):
@@ -89,17 +55,52 @@ def split_views(batch: Any, method: str, exactly: int | None = None) -> tuple[li
     return list(views), labels
 
 
-class FeatureSteps:
-    """Evaluation steps and checkpoint hooks of a pre-training module with an ``encode`` method.
+def encode_by_size(encode: Callable[[Tensor], Tensor], views: list[Tensor]) -> Tensor:
+    """Views (each (B, C, H_v, W_v)) -> features (V*B, F) in view order, one ``encode`` call per size.
 
+    Views of one size pass the backbone together (multi-crop: the global views, then the local ones), so
+    batch norm takes its statistics over all views of that size (the papers' setting for two views).
+    """
+    shapes = list(dict.fromkeys(tuple(v.shape) for v in views))
+    if len(shapes) == 1:
+        return encode(torch.cat(views))  # (V*B, F)
+    features: list[Tensor | None] = [None] * len(views)
+    for shape in shapes:
+        members = [i for i, v in enumerate(views) if tuple(v.shape) == shape]
+        h = encode(torch.cat([views[i] for i in members]))  # (V_s*B, F)
+        for i, part in zip(members, h.split(views[0].shape[0]), strict=True):
+            features[i] = part
+    return torch.cat([f for f in features if f is not None])  # (V*B, F)
+
+
+class FeatureSteps(DataMismatchCheck, RNGCheckpoint):
+    """Evaluation steps, training-step output and checkpoint hooks of a pre-training module.
+
+    :meth:`encode` (the backbone by default) gives the representation; ``forward`` is :meth:`encode`.
     Validation, test and predict batches ``(x, labels)`` yield ``{"features", "labels"}`` for the
-    evaluation callbacks (and ``lightning-tl predict`` exports them); every checkpoint carries the RNG
-    states of all ranks so a resumed run draws the same random numbers. Mixed in before
-    ``LightningModule``: ``class SimCLR(FeatureSteps, L.LightningModule)``.
+    evaluation callbacks (and ``lightning-tl predict`` exports them); a training step ends with
+    :meth:`training_output`. Every checkpoint carries the RNG states of all ranks so a resumed run
+    draws the same random numbers (:class:`~lightning_tl.modules._rng.RNGCheckpoint`), and fit start
+    warns about data that does not fit pretrained weights. Mixed in before ``LightningModule``:
+    ``class SimCLR(FeatureSteps, WarmupCosineOptimizer, L.LightningModule)``.
     """
 
+    backbone: nn.Module
+
     def encode(self, x: Tensor) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must define encode(x) -> features")
+        """Images (B, C, H, W) -> representation (B, F) of the backbone: what downstream tasks use."""
+        return self.backbone(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Representation of images (B, C, H, W) -> (B, F)."""
+        return self.encode(x)
+
+    def training_output(self, loss: Tensor, features: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Log ``train_loss``; return the loss with the first view's features (B, F) (detached) and the
+        labels (B,), which the online evaluation callbacks read."""
+        n = features.shape[0]
+        self.log("train_loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
+        return {"loss": loss, "features": features.detach(), "labels": labels}
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         """Features of a supervised batch ``(x, labels)`` for evaluation callbacks."""
@@ -113,9 +114,3 @@ class FeatureSteps:
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         """Representations of ``(x, labels)`` batches: ``lightning-tl predict`` exports features."""
         return self.validation_step(batch, batch_idx)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        save_rng_states(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        load_rng_states(checkpoint)

@@ -1,7 +1,9 @@
-"""What the modules share about pretrained backbones: the stem default, and data that fits the weights.
+"""What the modules share about (pretrained) backbones: how they are created, and data that fits the weights.
 
-Pretrained weights expect images normalised as in their training (mean/std) and of about their
-training size; :func:`warn_data_mismatch` says at fit start when the datamodule's differ.
+Every module builds its backbone with :func:`make_backbone` (``create_backbone`` with a small-input stem
+unless weights say otherwise). Pretrained weights expect images normalised as in their training
+(mean/std) and of about their training size; :func:`warn_data_mismatch` says at fit start when the
+datamodule's differ (:class:`DataMismatchCheck` calls it from ``on_fit_start``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 import lightning as L
 
+from lightning_tl.backbones import Backbone, create_backbone
 from lightning_tl.weights import DataConfig
 
 #: How far the datamodule's mean/std may be from the weights' before a warning.
@@ -29,6 +32,32 @@ def backbone_small_input(
     if small_input is not None:
         return small_input
     return default if pretrained in (None, False) else None
+
+
+def make_backbone(
+    backbone: str,
+    backbone_kwargs: dict[str, Any] | None,
+    pretrained: bool | str | None,
+    small_input: bool | None,
+    in_channels: int,
+) -> Backbone:
+    """``create_backbone`` from a module's arguments: a small-input stem without weights, unless told."""
+    return create_backbone(
+        backbone,
+        pretrained=pretrained,
+        small_input=backbone_small_input(small_input, pretrained, True),
+        in_chans=in_channels,
+        model_kwargs=backbone_kwargs,
+    )
+
+
+def warn_random_backbone(module: str, backbone: str, purpose: str) -> None:
+    """Warn that ``pretrained=None`` leaves the backbone of a fine-tuning ``module`` random."""
+    warnings.warn(
+        f"{module}: pretrained=None, the {backbone} is randomly initialised; pass pretrained=True (hub "
+        f"weights), a torchvision weights name or a local weight file to {purpose} pre-trained features.",
+        stacklevel=3,
+    )
 
 
 def _close(data: list[float], weights: tuple[float, ...]) -> bool:
@@ -77,6 +106,15 @@ def warn_data_mismatch(module: L.LightningModule, config: DataConfig | None) -> 
             f"{config.input_size[0]} for features that transfer best.",
             stacklevel=2,
         )
+
+
+class DataMismatchCheck(L.LightningModule):
+    """Mixin: at fit start, warn when the datamodule's normalisation or image size differ from the
+    weights of ``self.backbone`` (:func:`warn_data_mismatch`)."""
+
+    def on_fit_start(self) -> None:
+        """Warn when the datamodule's normalisation or image size differ from the pretrained weights'."""
+        warn_data_mismatch(self, getattr(self.backbone, "data_config", None))
 
 
 def _round(values: list[float]) -> list[float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 import torch.distributed as torch_dist
@@ -53,3 +54,16 @@ def load_rng_states(checkpoint: dict[str, Any]) -> None:
             stacklevel=2,
         )
     _set_rng_states(_numpy(states[dist.rank() % len(states)]))
+
+
+class RNGCheckpoint(L.LightningModule):
+    """Mixin: every checkpoint carries the RNG states of all ranks, and loading one restores this rank's.
+
+    Put it before ``LightningModule``: ``class ImageClassifier(RNGCheckpoint, L.LightningModule)``.
+    """
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        save_rng_states(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        load_rng_states(checkpoint)

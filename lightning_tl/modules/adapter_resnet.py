@@ -11,7 +11,6 @@ validation/test loaders are one per domain (``dataloader_idx`` = the domain's in
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Literal
 
 import lightning as L
@@ -19,10 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_tl.backbones import create_backbone
-from lightning_tl.modules._pretrain import build_warmup_cosine
-from lightning_tl.modules._pretrained import backbone_small_input, warn_data_mismatch
-from lightning_tl.modules._rng import load_rng_states, save_rng_states
+from lightning_tl.modules._optim import build_warmup_cosine
+from lightning_tl.modules._pretrained import DataMismatchCheck, make_backbone, warn_random_backbone
+from lightning_tl.modules._rng import RNGCheckpoint
 from lightning_tl.nn.adapter_merge import merge_adapters
 from lightning_tl.nn.adapters import AdapterKind, inject_adapters
 from lightning_tl.nn.domains import domain_parameter_count, set_domain
@@ -31,17 +29,14 @@ from lightning_tl.optim import create_optimizer
 DomainBatches = Literal["mix", "alternate"]
 
 
-class AdapterResNet(L.LightningModule):
+class AdapterResNet(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
     """A ResNet from :func:`~lightning_tl.backbones.create_backbone` with residual adapters per domain.
 
     Args:
         backbone: a torchvision or timm ResNet name (``"resnet18"``, ``"timm/resnet26"``).
-        pretrained: the backbone's weights, as ``create_backbone`` takes them: None / False random (None
-            warns); True the hub weights of ``backbone`` (timm tag, e.g. ``"timm/resnet50.a1_in1k"``, or
-            torchvision's DEFAULT); a torchvision weights name (``"IMAGENET1K_V2"``); or a local file
-            (.safetensors, state dict, timm/torchvision checkpoint, Lightning .ckpt of ours), read
-            without unpickling. At fit start a warning names any difference between the
-            datamodule's mean/std / image size and the hub weights'.
+        pretrained: the backbone's weights, as in :class:`~lightning_tl.modules.SimCLR`: None / False
+            random (None warns), True the hub weights of ``backbone``, a torchvision weights name or a
+            local file; at fit start a warning names data that does not fit hub weights.
         small_input: 3x3 stride-1 stem without max-pool, for 8-32 px images. None: True without
             weights; with weights, what they need (hub weights: False; a local file: its own stem).
         in_channels: image channels (linked from the datamodule by the CLI).
@@ -94,19 +89,8 @@ class AdapterResNet(L.LightningModule):
                 )
         self.save_hyperparameters()
         if pretrained is None:
-            warnings.warn(
-                "AdapterResNet: pretrained=None, the frozen backbone is randomly initialised; pass "
-                "pretrained=True (hub weights), a torchvision weights name or a local weight file to "
-                "adapt pre-trained features.",
-                stacklevel=2,
-            )
-        self.backbone = create_backbone(
-            backbone,
-            pretrained,
-            small_input=backbone_small_input(small_input, pretrained, True),
-            in_chans=in_channels,
-            model_kwargs=model_kwargs,
-        )
+            warn_random_backbone("AdapterResNet", "frozen backbone", "adapt")
+        self.backbone = make_backbone(backbone, model_kwargs, pretrained, small_input, in_channels)
         self.backbone_params = sum(p.numel() for p in self.backbone.parameters())
         inject_adapters(self.backbone, kind, list(classes), num_classes=classes)
         self.domains = list(classes)
@@ -200,13 +184,3 @@ class AdapterResNet(L.LightningModule):
         optimizer = create_optimizer(self, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
         scheduler = build_warmup_cosine(self, optimizer, hp.warmup_epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def on_fit_start(self) -> None:
-        """Warn when the datamodule's normalisation or image size differ from the pretrained weights'."""
-        warn_data_mismatch(self, getattr(self.backbone, "data_config", None))
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        save_rng_states(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        load_rng_states(checkpoint)

@@ -1,6 +1,6 @@
 """ImageClassifier: supervised fine-tuning of a (pre-trained) backbone with a new linear head.
 
-Batches are ``(images (B, C, H, W), labels (B,))`` (our datamodules with ``num_views: 0``), or
+Batches are ``(images (B, C, H, W), labels (B,))`` (our datamodules without a view recipe), or
 ``(images, soft targets (B, num_classes))`` when the datamodule mixes batches (mixup/CutMix). With a
 :class:`~lightning_tl.callbacks.FreezeSchedule` on the trainer the optimizer is built from its
 layer groups (frozen ones at lr 0, layer-wise lrs); without one every parameter trains.
@@ -8,8 +8,6 @@ layer groups (frozen ones at lr 0, layer-wise lrs); without one every parameter 
 
 from __future__ import annotations
 
-import math
-import warnings
 from typing import Any
 
 import lightning as L
@@ -18,27 +16,23 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_tl.backbones import create_backbone
-from lightning_tl.callbacks.freezing import find_freeze_schedule
-from lightning_tl.datamodules.mixing import MixItem
+from lightning_tl.augment import SeededBatch
 from lightning_tl.heads import LinearHead
-from lightning_tl.modules._pretrained import backbone_small_input, warn_data_mismatch
-from lightning_tl.modules._rng import load_rng_states, save_rng_states
-from lightning_tl.optim import param_groups, warmup_cosine_scheduler
+from lightning_tl.modules._optim import build_warmup_cosine, check_optimizer_name, timm_optimizer
+from lightning_tl.modules._pretrained import DataMismatchCheck, make_backbone, warn_random_backbone
+from lightning_tl.modules._rng import RNGCheckpoint
+from lightning_tl.optim import param_groups, provided_param_groups
 
 
-class ImageClassifier(L.LightningModule):
+class ImageClassifier(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
     """A backbone from :func:`~lightning_tl.backbones.create_backbone` plus a new :class:`LinearHead`.
 
     Args:
         backbone: ``create_backbone`` name (``"resnet18"``, ``"timm/resnet26"``).
-        pretrained: the backbone's weights, as ``create_backbone`` takes them: None / False random; True
-            the hub weights of ``backbone`` (timm tag, e.g. ``"timm/resnet50.a1_in1k"``, or
-            torchvision's DEFAULT); a torchvision weights name (``"IMAGENET1K_V2"``); or a local file
-            (.safetensors, state dict, timm/torchvision checkpoint, Lightning .ckpt of ours), read
-            without unpickling. At fit start a warning names any difference between the
-            datamodule's mean/std / image size and the hub weights'.
-            None warns: freezing a random backbone is rarely what you want.
+        pretrained: the backbone's weights, as in :class:`~lightning_tl.modules.SimCLR`: None / False
+            random, True the hub weights of ``backbone``, a torchvision weights name or a local file; at
+            fit start a warning names data that does not fit hub weights. None also warns: freezing a
+            random backbone is rarely what you want.
         small_input: 3x3 stride-1 stem without max-pool, for 8-32 px images. None: True without
             weights; with weights, what they need (hub weights: False; a local file: its own stem).
         in_channels, num_classes: linked from the datamodule by the CLI.
@@ -74,26 +68,11 @@ class ImageClassifier(L.LightningModule):
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
-        import timm.optim
-
-        known = [str(n) for n in timm.optim.list_optimizers()]
-        if optimizer.lower() not in known:
-            raise ValueError(f"Unknown optimizer {optimizer!r}; timm knows: {', '.join(known)}.")
+        check_optimizer_name(optimizer)
         self.save_hyperparameters()
         if pretrained is None:
-            warnings.warn(
-                "ImageClassifier: pretrained=None, the backbone is randomly initialised; pass "
-                "pretrained=True (hub weights), a torchvision weights name or a local weight file to "
-                "fine-tune pre-trained features.",
-                stacklevel=2,
-            )
-        self.backbone = create_backbone(
-            backbone,
-            pretrained=pretrained,
-            small_input=backbone_small_input(small_input, pretrained, True),
-            in_chans=in_channels,
-            model_kwargs=model_kwargs,
-        )
+            warn_random_backbone("ImageClassifier", "backbone", "fine-tune")
+        self.backbone = make_backbone(backbone, model_kwargs, pretrained, small_input, in_channels)
         self.head = LinearHead(self.backbone.num_features, num_classes)
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
@@ -107,9 +86,9 @@ class ImageClassifier(L.LightningModule):
         return self.head(self.backbone(x))
 
     def _step(self, batch: Any, stage: str) -> Tensor:
-        if isinstance(batch, MixItem):
+        if isinstance(batch, SeededBatch):
             raise ValueError(
-                "ImageClassifier got an un-mixed MixItem batch: mixup/CutMix/noise are applied by the "
+                "ImageClassifier got an un-mixed SeededBatch: mixup/CutMix/noise are applied by the "
                 "datamodule's on_after_batch_transfer hook, which Lightning only calls when the datamodule "
                 "is passed to the Trainer; use trainer.fit(model, datamodule=dm)."
             )
@@ -140,35 +119,17 @@ class ImageClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = self.build_optimizer()
-        total = int(self.trainer.estimated_stepping_batches)
-        batches = self.trainer.num_training_batches
-        if self.warmup_epochs > 0 and not math.isfinite(batches):
-            raise ValueError("warmup_epochs needs a train dataloader with a length; set warmup_epochs: 0.")
-        per_epoch = math.ceil(batches / self.trainer.accumulate_grad_batches) if self.warmup_epochs else 0
-        scheduler = warmup_cosine_scheduler(optimizer, round(self.warmup_epochs * per_epoch), total)
+        scheduler = build_warmup_cosine(self, optimizer, self.warmup_epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def build_optimizer(self) -> Optimizer:
-        """A timm optimizer over the FreezeSchedule's layer groups if the trainer has one, else all params."""
+        """A timm optimizer over the FreezeSchedule's layer groups if the trainer has one, else all params.
+
+        The trainer's callbacks are asked through :class:`~lightning_tl.optim.ParamGroupProvider`
+        (FreezeSchedule is one), so this module imports no callback.
+        """
         hp: Any = self.hparams
-        freeze = find_freeze_schedule(self)
-        if freeze is not None:
-            groups = freeze.param_groups(self, hp.lr, hp.weight_decay)
-        else:
+        groups = provided_param_groups(self, hp.lr, hp.weight_decay)
+        if groups is None:
             groups = param_groups(self, hp.weight_decay)
-        kwargs = {"momentum": hp.momentum} if hp.optimizer.lower() in {"sgd", "lars", "momentum"} else {}
-        import timm.optim
-
-        return timm.optim.create_optimizer_v2(
-            groups, opt=hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay, **kwargs
-        )
-
-    def on_fit_start(self) -> None:
-        """Warn when the datamodule's normalisation or image size differ from the pretrained weights'."""
-        warn_data_mismatch(self, getattr(self.backbone, "data_config", None))
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        save_rng_states(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        load_rng_states(checkpoint)
+        return timm_optimizer(groups, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)

@@ -13,30 +13,26 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.optim import Optimizer
 
-from lightning_tl.datamodules.captions import tokenizer_kind
 from lightning_tl.losses import clip_loss
 from lightning_tl.modules._clip_towers import (
-    HF_HUB,
     create_backbone_clip,
     create_open_clip,
     frozen_modules,
     lock_image_tower,
     lock_text_tower,
-    model_tokenizer,
-    open_clip_config,
 )
-from lightning_tl.modules._pretrain import build_optimizer, build_warmup_cosine
+from lightning_tl.modules._optim import WarmupCosineOptimizer
 from lightning_tl.modules._pretrained import backbone_small_input
-from lightning_tl.modules._rng import load_rng_states, save_rng_states
+from lightning_tl.modules._rng import RNGCheckpoint
 from lightning_tl.optim import OptimizerFactory
+from lightning_tl.tokenizers import CLIP_BPE, HF_HUB, model_tokenizer, open_clip_config, tokenizer_kind
 
 #: open_clip's BPE tokenizer vocabulary size (49,152 merges + 256 bytes, start and end tokens).
 VOCAB_SIZE = 49408
 
 
-class CLIP(L.LightningModule):
+class CLIP(WarmupCosineOptimizer, RNGCheckpoint, L.LightningModule):
     """Contrastive image-text training (CLIP) or locked-image tuning (LiT) of open_clip towers.
 
     Batches are dicts ``{"image": (B, C, H, W), "text": (B, L) int64 tokens, "label": (B,)}`` from
@@ -140,7 +136,7 @@ class CLIP(L.LightningModule):
                     f"model_name={model_name!r} or set it to {pretrained!r}"
                 )
             model_name, pretrained = pretrained, None
-        self._tokenizer = "open_clip's CLIP BPE"  # what the custom text tower reads
+        self._tokenizer = CLIP_BPE  # what the custom text tower reads
         if model_name is not None:
             config = open_clip_config(model_name)
             self._tokenizer = model_tokenizer(config)
@@ -185,8 +181,7 @@ class CLIP(L.LightningModule):
                 text_heads,
             )
         self.context_length = context_length
-        self.optimizer, self.lr, self.weight_decay, self.momentum = optimizer, lr, weight_decay, momentum
-        self.warmup_epochs = warmup_epochs
+        self.keep_optimizer_settings(optimizer, lr, weight_decay, momentum, warmup_epochs)
         self.gather_distributed, self.local_loss = gather_distributed, local_loss
         self.max_log_scale = math.log(max_logit_scale)
         if lock_image:
@@ -305,24 +300,3 @@ class CLIP(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         with torch.no_grad():
             self.logit_scale.clamp_(0, self.max_log_scale)
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.build_optimizer()
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.build_scheduler(optimizer), "interval": "step"},
-        }
-
-    def build_optimizer(self) -> Optimizer:
-        """The optimizer over the trainable parameters, no weight decay on 1-D ones."""
-        return build_optimizer(self, self.optimizer, self.lr, self.weight_decay, self.momentum)
-
-    def build_scheduler(self, optimizer: Optimizer) -> Any:
-        """Per-step linear warm-up then cosine decay over the whole run."""
-        return build_warmup_cosine(self, optimizer, self.warmup_epochs)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        save_rng_states(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        load_rng_states(checkpoint)

@@ -20,22 +20,22 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import Metric
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
-from lightning_tl.backbones import create_backbone
-from lightning_tl.heads import DomainClassifier, LinearHead, ProjectionHead
+from lightning_tl.heads import DomainClassifier, LinearHead, ProjectionHead, mlp_blocks
 from lightning_tl.modules._dann_parts import (
     DANNAnnealing,
     check_backbone_module,
     split_domain_batch,
 )
-from lightning_tl.modules._pretrained import backbone_small_input, warn_data_mismatch
-from lightning_tl.modules._rng import load_rng_states, save_rng_states
+from lightning_tl.modules._optim import check_optimizer_name, timm_optimizer
+from lightning_tl.modules._pretrained import DataMismatchCheck, make_backbone
+from lightning_tl.modules._rng import RNGCheckpoint
 from lightning_tl.nn.grl import GradientReversal, check_gamma
 from lightning_tl.optim import param_groups, warmup_cosine_scheduler
 
 EVAL_DOMAINS = ("source", "target")
 
 
-class DANN(L.LightningModule):
+class DANN(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
     """Unsupervised domain adaptation with a gradient reversal layer; ``adversarial=False``: source only.
 
     Training batches are ``{"source": (x_s, y_s), "target": x_t}`` from a
@@ -119,26 +119,17 @@ class DANN(L.LightningModule):
             check_gamma(gamma)
         if domain_loss_weight < 0:
             raise ValueError(f"domain_loss_weight must be >= 0, got {domain_loss_weight}")
-        import timm.optim
-
-        known = [str(n) for n in timm.optim.list_optimizers()]
-        if optimizer.lower() not in known:
-            raise ValueError(f"Unknown optimizer {optimizer!r}; timm knows: {', '.join(known)}.")
+        check_optimizer_name(optimizer)
         self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
         if isinstance(backbone, nn.Module):
             check_backbone_module(backbone, in_channels)
             self.backbone = backbone
         else:
-            self.backbone = create_backbone(
-                backbone, pretrained=pretrained, in_chans=in_channels,
-                small_input=backbone_small_input(small_input, pretrained, True),
-                model_kwargs=backbone_kwargs,
-            )  # fmt: skip
+            self.backbone = make_backbone(backbone, backbone_kwargs, pretrained, small_input, in_channels)
         width = int(self.backbone.num_features)  # type: ignore[arg-type]
         if classifier_hidden:
-            dims = [width, *classifier_hidden]
-            blocks = [(dims[i], dims[i + 1], None, nn.ReLU(inplace=True)) for i in range(len(dims) - 1)]
-            self.classifier: nn.Module = ProjectionHead([*blocks, (dims[-1], num_classes, None, None)])
+            dims = [width, *classifier_hidden, num_classes]
+            self.classifier: nn.Module = ProjectionHead(mlp_blocks(dims, hidden_norm=False))
         else:
             self.classifier = LinearHead(width, num_classes)
         self.adversarial = adversarial
@@ -312,19 +303,4 @@ class DANN(L.LightningModule):
         ]
         for head in heads:
             groups += [{**g, "lr": hp.lr} for g in param_groups(head, hp.weight_decay)]
-        kwargs = {"momentum": hp.momentum} if hp.optimizer.lower() in {"sgd", "momentum", "nesterov"} else {}
-        import timm.optim
-
-        return timm.optim.create_optimizer_v2(
-            groups, opt=hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay, **kwargs
-        )
-
-    def on_fit_start(self) -> None:
-        """Warn when the datamodule's normalisation or image size differ from the pretrained weights'."""
-        warn_data_mismatch(self, getattr(self.backbone, "data_config", None))
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        save_rng_states(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        load_rng_states(checkpoint)
+        return timm_optimizer(groups, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)

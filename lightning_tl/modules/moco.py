@@ -8,41 +8,34 @@ He, ICCV 2021).
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.optim import Optimizer
 
 from lightning_tl import distributed as dist
-from lightning_tl.backbones import create_backbone
-from lightning_tl.heads import ProjectionHead
+from lightning_tl.heads import ProjectionHead, mlp_blocks, mlp_widths
 from lightning_tl.losses import info_nce_loss
-from lightning_tl.modules._pretrain import (
-    FeatureSteps,
-    build_optimizer,
-    build_warmup_cosine,
-    global_batch_size,
-    split_views,
-)
-from lightning_tl.modules._pretrained import backbone_small_input, warn_data_mismatch
+from lightning_tl.modules._ema import frozen_copy
+from lightning_tl.modules._optim import WarmupCosineOptimizer, scaled_lr
+from lightning_tl.modules._pretrain import FeatureSteps, split_views
+from lightning_tl.modules._pretrained import make_backbone
 from lightning_tl.nn.momentum import MemoryQueue, check_momentum, cosine_momentum, update_momentum
 from lightning_tl.nn.shuffle_bn import shuffled_forward
 from lightning_tl.optim import OptimizerFactory
 
 
-class MoCo(FeatureSteps, L.LightningModule):
+class MoCo(FeatureSteps, WarmupCosineOptimizer, L.LightningModule):
     """Self-supervised pre-training with MoCo (v2 defaults).
 
-    Batches are ``(views, labels)`` with two (B, C, H, W) views (``num_views: 2``). View 1 goes through
-    the query encoder (backbone + projection head); view 2 through the key encoder, a momentum copy of
-    *both* backbone and head that gets no gradient. The loss is InfoNCE with the queue as negatives;
-    then the keys of view 2 from every rank are enqueued. ``symmetric=True`` also uses view 2 as query
-    against the keys of view 1 and averages the two losses.
+    Batches are ``(views, labels)`` with two (B, C, H, W) views (a two-view recipe, e.g. ``views:
+    MoCoV2Views``). View 1 goes through the query encoder (backbone + projection head); view 2 through the
+    key encoder, a momentum copy of *both* backbone and head that gets no gradient. The loss is InfoNCE
+    with the queue as negatives; then the keys of view 2 from every rank are enqueued. ``symmetric=True``
+    also uses view 2 as query against the keys of view 1 and averages the two losses.
+
 
     State that resumes exactly: the key encoder is a submodule and the queue (keys, pointer) lives in
     buffers, so both are in every checkpoint; RNG states are saved as in SimCLR. The key encoder's
@@ -134,26 +127,16 @@ class MoCo(FeatureSteps, L.LightningModule):
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
         self.save_hyperparameters(ignore=["optimizer"] if callable(optimizer) else None)
-        self.optimizer = optimizer
+        self.keep_optimizer_settings(optimizer, lr, weight_decay, momentum, warmup_epochs)
         self.temperature, self.symmetric = temperature, symmetric
         self.key_momentum, self.key_momentum_schedule = key_momentum, key_momentum_schedule
         self.final_key_momentum = final_key_momentum
         self.shuffle_bn, self.sync_batchnorm = shuffle_bn, sync_batchnorm
-        self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
-        self.warmup_epochs = warmup_epochs
-        self.backbone = create_backbone(
-            backbone,
-            pretrained=pretrained,
-            small_input=backbone_small_input(small_input, pretrained, True),
-            in_chans=in_channels,
-            model_kwargs=backbone_kwargs,
-        )
+        self.backbone = make_backbone(backbone, backbone_kwargs, pretrained, small_input, in_channels)
         width = self.backbone.num_features
-        dims = [width] + [hidden_dim or width] * (head_layers - 1) + [output_dim]
-        blocks = [(dims[i], dims[i + 1], None, nn.ReLU(inplace=True)) for i in range(head_layers - 1)]
-        self.projection_head = ProjectionHead([*blocks, (dims[-2], dims[-1], None, None)])
+        dims = mlp_widths(width, hidden_dim or width, output_dim, head_layers)
+        self.projection_head = ProjectionHead(mlp_blocks(dims, hidden_norm=False))  # MoCo v2: no BN
         self.queue = MemoryQueue(queue_size, output_dim)
-        self._total_steps: int | None = None
         self.reset_key_encoder()
 
     def reset_key_encoder(self) -> None:
@@ -161,17 +144,10 @@ class MoCo(FeatureSteps, L.LightningModule):
         if self.sync_batchnorm:
             self.backbone = nn.SyncBatchNorm.convert_sync_batchnorm(self.backbone)
             self.projection_head = nn.SyncBatchNorm.convert_sync_batchnorm(self.projection_head)
-        self.key_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
-        self.key_head = copy.deepcopy(self.projection_head).requires_grad_(False)
-        for module in [*self.key_backbone.modules(), *self.key_head.modules()]:
-            if isinstance(module, _BatchNorm):
-                module.momentum = 0.0  # running stats come from update_momentum only
+        self.key_backbone = frozen_copy(self.backbone)  # batch norms: momentum 0, see update_momentum
+        self.key_head = frozen_copy(self.projection_head)
 
-    # ---- the steps a subclass overrides -------------------------------------------------------
-    def encode(self, x: Tensor) -> Tensor:
-        """Images (B, C, H, W) -> representation (B, F) of the query encoder: what downstream tasks use."""
-        return self.backbone(x)
-
+    # ---- the steps a subclass overrides (and :meth:`encode`, the query backbone) ---------------------
     def project(self, h: Tensor) -> Tensor:
         """Representation (B, F) -> L2-normalised query (B, output_dim)."""
         return F.normalize(self.projection_head(h), dim=1)
@@ -198,10 +174,6 @@ class MoCo(FeatureSteps, L.LightningModule):
             raise ValueError("key_momentum_schedule='cosine' needs the run length; train with a Trainer.")
         return cosine_momentum(step, self._total_steps, self.key_momentum, self.final_key_momentum)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Representation of images (B, C, H, W) -> (B, F)."""
-        return self.encode(x)
-
     # ---- Lightning hooks --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.sync_batchnorm and dist.is_distributed() and self.device.type == "cpu":
@@ -215,7 +187,8 @@ class MoCo(FeatureSteps, L.LightningModule):
         views = getattr(datamodule, "num_views", None)
         if views is not None and views < 2:
             raise ValueError(
-                f"MoCo trains on two views but the datamodule has num_views={views}; set num_views: 2."
+                f"MoCo trains on two views but the datamodule makes {views} per image; give it a two-view "
+                "recipe, e.g. views: {class_path: lightning_tl.augment.MoCoV2Views}."
             )
         batch = getattr(datamodule, "batch_size", None)
         if batch is not None and batch * dist.world_size() > self.queue.size:
@@ -238,29 +211,9 @@ class MoCo(FeatureSteps, L.LightningModule):
         keys = [self.encode_keys(views[1 - i], seed + 7919 * i) for i in order]  # (B, D) partner views
         loss = self.compute_loss(queries, keys, self.queue())
         self.queue.enqueue(keys[0])  # keys of view 2, from every rank
-        self.log("train_loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
         self.log("key_momentum", m, batch_size=n)
-        return {"loss": loss, "features": h[0].detach(), "labels": labels}
-
-    def on_fit_start(self) -> None:
-        """Warn when the datamodule's normalisation or image size differ from the pretrained weights'."""
-        warn_data_mismatch(self, getattr(self.backbone, "data_config", None))
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.build_optimizer()
-        scheduler = build_warmup_cosine(self, optimizer, self.warmup_epochs)
-        self._total_steps = int(self.trainer.estimated_stepping_batches)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def build_optimizer(self) -> Optimizer:
-        """The optimizer over the query encoder (the key encoder has no trainable parameters)."""
-        return build_optimizer(self, self.optimizer, self.base_lr(), self.weight_decay, self.momentum)
+        return self.training_output(loss, h[0], labels)
 
     def base_lr(self) -> float:
         """``lr`` if given, else 0.03 x global batch / 256 (MoCo v2's SGD setting, linearly scaled)."""
-        if self.lr is not None:
-            return float(self.lr)
-        batch = global_batch_size(self)
-        if batch is None:
-            raise ValueError("lr=None needs a datamodule with batch_size to scale from; set lr explicitly.")
-        return 0.03 * batch / 256
+        return scaled_lr(self, self.lr, 0.03)

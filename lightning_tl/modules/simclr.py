@@ -6,37 +6,30 @@ Representations", ICML 2020.
 
 from __future__ import annotations
 
-import math
 from itertools import combinations
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
 from lightning_tl import distributed as dist
-from lightning_tl.backbones import create_backbone
 from lightning_tl.heads import SimCLRProjectionHead
 from lightning_tl.losses import nt_xent_loss
-from lightning_tl.modules._pretrain import (
-    FeatureSteps,
-    build_optimizer,
-    build_warmup_cosine,
-    global_batch_size,
-    split_views,
-)
-from lightning_tl.modules._pretrained import backbone_small_input, warn_data_mismatch
+from lightning_tl.modules._optim import WarmupCosineOptimizer, sqrt_scaled_lr
+from lightning_tl.modules._pretrain import FeatureSteps, encode_by_size, split_views
+from lightning_tl.modules._pretrained import make_backbone
 from lightning_tl.optim import OptimizerFactory
 
 
-class SimCLR(FeatureSteps, L.LightningModule):
+class SimCLR(FeatureSteps, WarmupCosineOptimizer, L.LightningModule):
     """Self-supervised pre-training with SimCLR.
 
-    Batches are ``(views, labels)``: a list of at least two (B, C, H, W) views of the same images
-    (``num_views: 2`` in our datamodules); labels are only passed on to evaluation callbacks. With
-    more than two views the loss is averaged over every pair of views. Views may differ in size
-    (multi-crop: global and local views); views of one size go through the backbone together.
+    Batches are ``(views, labels)``: a list of at least two (B, C, H, W) views of the same images (a view
+    recipe such as ``views: SimCLRViews`` in our datamodules); labels are only passed on to evaluation
+    callbacks. With more than two views the loss is averaged over every pair of views. Views may differ in
+    size (multi-crop: global and local views); views of one size go through the backbone together.
+
 
     Overridable steps, in the order a training step calls them: :meth:`encode` (backbone features),
     :meth:`project` (projection head), :meth:`compute_loss` (NT-Xent over view pairs); and
@@ -104,42 +97,18 @@ class SimCLR(FeatureSteps, L.LightningModule):
                 f"lr=None scales the learning rate for LARS/SGD only; set lr for optimizer={optimizer!r}."
             )
         self.save_hyperparameters(ignore=["optimizer"] if callable(optimizer) else None)
-        self.optimizer = optimizer
+        self.keep_optimizer_settings(optimizer, lr, weight_decay, momentum, warmup_epochs)
         self.temperature = temperature
         self.gather_distributed = gather_distributed
-        self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
-        self.warmup_epochs = warmup_epochs
-        self.backbone = create_backbone(
-            backbone,
-            pretrained=pretrained,
-            small_input=backbone_small_input(small_input, pretrained, True),
-            in_chans=in_channels,
-            model_kwargs=backbone_kwargs,
-        )
+        self.backbone = make_backbone(backbone, backbone_kwargs, pretrained, small_input, in_channels)
         width = self.backbone.num_features
         self.projection_head = SimCLRProjectionHead(width, hidden_dim or width, output_dim, head_layers)
 
-    # ---- the steps a subclass overrides -------------------------------------------------------
-    def encode(self, x: Tensor) -> Tensor:
-        """Images (B, C, H, W) -> representation h (B, F): what downstream tasks use."""
-        return self.backbone(x)
-
+    # ---- the steps a subclass overrides (and :meth:`encode`, the backbone) --------------------------
     def encode_views(self, views: list[Tensor]) -> Tensor:
-        """Views (each (B, C, H_v, W_v)) -> features (V*B, F) in view order.
-
-        Views of the same size are concatenated into one backbone pass, so batch-norm statistics
-        are taken over all of them (the paper's setting for two views).
-        """
-        shapes = list(dict.fromkeys(tuple(v.shape) for v in views))
-        if len(shapes) == 1:
-            return self.encode(torch.cat(views))  # (V*B, F)
-        features: list[Tensor | None] = [None] * len(views)
-        for shape in shapes:
-            members = [i for i, v in enumerate(views) if tuple(v.shape) == shape]
-            h = self.encode(torch.cat([views[i] for i in members]))  # (V_s*B, F)
-            for i, part in zip(members, h.split(views[0].shape[0]), strict=True):
-                features[i] = part
-        return torch.cat([f for f in features if f is not None])
+        """Views (each (B, C, H_v, W_v)) -> features (V*B, F) in view order; views of one size pass the
+        backbone together, so batch-norm statistics are taken over all of them."""
+        return encode_by_size(self.encode, views)
 
     def project(self, h: Tensor) -> Tensor:
         """Representation (B, F) -> projection z (B, output_dim) that the loss sees."""
@@ -151,10 +120,6 @@ class SimCLR(FeatureSteps, L.LightningModule):
         losses = [nt_xent_loss(a, b, self.temperature, gather=self.gather_distributed) for a, b in pairs]
         return torch.stack(losses).mean()
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Representation of images (B, C, H, W) -> (B, F)."""
-        return self.encode(x)
-
     # ---- Lightning hooks --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -162,8 +127,8 @@ class SimCLR(FeatureSteps, L.LightningModule):
             views = getattr(datamodule, "num_views", None)
             if views is not None and views < 2:
                 raise ValueError(
-                    f"SimCLR trains on multi-view batches but the datamodule has num_views={views}; "
-                    "set data num_views: 2 (or more)."
+                    f"SimCLR trains on multi-view batches but the datamodule makes {views} views per image; "
+                    "give it a view recipe, e.g. views: {class_path: lightning_tl.augment.SimCLRViews}."
                 )
             batch = getattr(datamodule, "batch_size", None)
             if batch is not None and batch * dist.world_size() < 2:
@@ -178,33 +143,8 @@ class SimCLR(FeatureSteps, L.LightningModule):
         h = self.encode_views(views)  # (V*B, F)
         z = self.project(h)  # (V*B, D)
         loss = self.compute_loss(list(z.split(n)))
-        self.log("train_loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
-        return {"loss": loss, "features": h[:n].detach(), "labels": labels}
-
-    def on_fit_start(self) -> None:
-        """Warn when the datamodule's normalisation or image size differ from the pretrained weights'."""
-        warn_data_mismatch(self, getattr(self.backbone, "data_config", None))
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.build_optimizer()
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.build_scheduler(optimizer), "interval": "step"},
-        }
-
-    def build_optimizer(self) -> Optimizer:
-        """The optimizer over the trainable parameters, no weight decay on 1-D ones."""
-        return build_optimizer(self, self.optimizer, self.base_lr(), self.weight_decay, self.momentum)
-
-    def build_scheduler(self, optimizer: Optimizer) -> Any:
-        """Per-step linear warm-up then cosine decay over the whole run."""
-        return build_warmup_cosine(self, optimizer, self.warmup_epochs)
+        return self.training_output(loss, h[:n], labels)
 
     def base_lr(self) -> float:
         """``lr`` if given, else 0.075 * sqrt(global batch size) (SimCLR, Appendix B.1)."""
-        if self.lr is not None:
-            return float(self.lr)
-        batch = global_batch_size(self)
-        if batch is None:
-            raise ValueError("lr=None needs a datamodule with batch_size to scale from; set lr explicitly.")
-        return 0.075 * math.sqrt(batch)
+        return sqrt_scaled_lr(self, self.lr, 0.075)

@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from lightning_tl.augment import SimCLRViews
 from lightning_tl.datamodules import DigitsDataModule
 
 
@@ -55,7 +56,7 @@ def main(out: Path) -> None:
         enable_model_summary=False,
     )
     model = Record()
-    trainer.fit(model, DigitsDataModule(batch_size=32, num_views=2, seed=0))
+    trainer.fit(model, DigitsDataModule(batch_size=32, views=SimCLRViews(), seed=0))
     result = {"samplers": model.samplers, "train": model.train_batches, "val": model.val_items}
     torch.save(result, out / f"rank{trainer.global_rank}.pt")
 

@@ -73,12 +73,12 @@ def test_digits_m_keeps_splits_and_labels_and_is_rgb() -> None:
     colour = DigitsMDataModule(seed=4, blend_seed=2)
     assert colour.num_channels == 3 and colour.image_size == 16
     for split in ("train", "val", "test"):
-        a, b = gray._ensure_setup()[split], colour._ensure_setup()[split]
+        a, b = gray.splits()[split], colour.splits()[split]
         assert torch.equal(a.labels, b.labels)  # type: ignore[attr-defined]
         assert b.images.shape == (len(a), 3, 16, 16)  # type: ignore[attr-defined]
-    again = DigitsMDataModule(seed=4, blend_seed=2)._ensure_setup()["test"]
-    assert torch.equal(again.images, colour._ensure_setup()["test"].images)  # type: ignore[attr-defined]
-    other = DigitsMDataModule(seed=4, blend_seed=3)._ensure_setup()["test"]
+    again = DigitsMDataModule(seed=4, blend_seed=2).splits()["test"]
+    assert torch.equal(again.images, colour.splits()["test"].images)  # type: ignore[attr-defined]
+    other = DigitsMDataModule(seed=4, blend_seed=3).splits()["test"]
     assert not torch.equal(other.images, again.images)  # type: ignore[attr-defined]
     x, _ = next(iter(colour.train_dataloader()))
     assert x.shape == (256, 3, 16, 16) and len(colour.mean) == 3

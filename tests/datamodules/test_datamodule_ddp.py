@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import RunScript
 
+from lightning_tl.augment import SimCLRViews
 from lightning_tl.datamodules import DigitsDataModule, ResumableDataLoader, SeededSampler
 from lightning_tl.datamodules.datasets import RawViewDataset
 
@@ -22,7 +23,7 @@ def test_digits_under_ddp(tmp_path: Path, run_script: RunScript) -> None:
         assert result["samplers"] == {"train": "SeededSampler", "val": "UnpaddedDistributedSampler"}
 
     # validation: the two shards together are the single-process val split, each image once
-    dm = DigitsDataModule(batch_size=32, num_views=2, seed=0)
+    dm = DigitsDataModule(batch_size=32, views=SimCLRViews(), seed=0)
     val = dm.labelled_dataset("val")
     expected = sorted((round(float(x.sum()), 3), y) for x, y in (val[i] for i in range(len(val))))
     assert sorted(ranks[0]["val"] + ranks[1]["val"]) == expected
@@ -30,7 +31,7 @@ def test_digits_under_ddp(tmp_path: Path, run_script: RunScript) -> None:
     # training: rank r gets exactly the batches of SeededSampler(num_replicas=2, rank=r), whose
     # views the datamodule makes on the device (digits default to on-device views)
     assert dm.device_views
-    train = RawViewDataset(dm._ensure_setup()["train"])
+    train = RawViewDataset(dm.splits()["train"])
     for rank, result in enumerate(ranks):
         sampler = SeededSampler(len(train), seed=0, drop_last=True, num_replicas=2, rank=rank)
         loader = ResumableDataLoader(train, batch_size=32, sampler=sampler, drop_last=True)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lightning_tl.augment import SimCLRViews
 from lightning_tl.datamodules import DigitsDataModule
 
 
@@ -63,7 +64,7 @@ def _fit(
         enable_model_summary=False,
     )
     data = DigitsDataModule(
-        batch_size=128, num_views=2, num_workers=num_workers, seed=1, augment_on_device=on_device
+        batch_size=128, views=SimCLRViews(on_device=on_device), num_workers=num_workers, seed=1
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -103,7 +104,7 @@ def test_resume_sees_the_same_batches(
 
 @pytest.mark.parametrize("on_device", [True, False])
 def test_datamodule_state_round_trip(on_device: bool) -> None:
-    data = DigitsDataModule(batch_size=128, num_views=2, seed=1, augment_on_device=on_device)
+    data = DigitsDataModule(batch_size=128, views=SimCLRViews(on_device=on_device), seed=1)
     loader = data.train_dataloader()
     loader.sampler.set_epoch(1)
     batches = [data.on_after_batch_transfer(batch, 0)[0][0] for batch in loader]
@@ -111,7 +112,7 @@ def test_datamodule_state_round_trip(on_device: bool) -> None:
     next(it), next(it)
     state = data.state_dict()
     assert state["train_loader"]["batches"] == 2 and state["train_loader"]["epoch"] == 1
-    resumed = DigitsDataModule(batch_size=128, num_views=2, seed=1, augment_on_device=on_device)
+    resumed = DigitsDataModule(batch_size=128, views=SimCLRViews(on_device=on_device), seed=1)
     resumed.load_state_dict(state)  # before the loader exists: applied when it is created
     rest = [resumed.on_after_batch_transfer(batch, 0)[0][0] for batch in resumed.train_dataloader()]
     assert len(rest) == len(batches) - 2

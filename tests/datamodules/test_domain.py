@@ -8,6 +8,7 @@ import pytest
 import torch
 from own_data import labelled_folder, unlabelled_folder
 
+from lightning_tl.augment import SimCLRViews
 from lightning_tl.datamodules import DigitsDataModule, DomainAdaptationDataModule, ImageFolderDataModule
 from lightning_tl.datamodules.blended import DigitsMDataModule
 from lightning_tl.datamodules.datasets import ImageSource, InMemoryImages
@@ -37,8 +38,7 @@ def _domains(**target_kwargs: object) -> DomainAdaptationDataModule:
 def test_training_batches_hold_no_target_labels() -> None:
     dm = _domains()
     dm.setup("fit")
-    splits = dm.target._splits
-    assert splits is not None
+    splits = dm.target.splits()
     splits["train"] = LabelsForbidden(splits["train"])  # type: ignore[arg-type,index]
     loader = dm.train_dataloader()
     batches = [batch for batch, _, _ in loader]
@@ -58,7 +58,7 @@ def test_training_batches_hold_no_target_labels() -> None:
 def test_domains_are_not_drawn_in_the_same_order() -> None:
     dm = _domains()
     batch = next(iter(dm.train_dataloader()))[0]
-    source, target = dm.source._ensure_setup()["train"], dm.target._ensure_setup()["train"]
+    source, target = dm.source.splits()["train"], dm.target.splits()["train"]
     assert len(source) == len(target)  # the same 1,257 images, blended
     # the first source and target images are not the same underlying digit in the same place
     assert not torch.equal(batch["source"][1][:60], torch.tensor([target.label(i) for i in range(60)]))
@@ -100,8 +100,12 @@ def test_size_mismatch_is_rejected() -> None:
 
 
 def test_multi_view_domains_are_rejected() -> None:
-    with pytest.raises(ValueError, match="num_views: 0"):
-        DomainAdaptationDataModule(DigitsDataModule(rgb=True, num_views=2), DigitsMDataModule())
+    with pytest.raises(ValueError, match=r"source datamodule makes multi-view batches.*set its views: null"):
+        DomainAdaptationDataModule(DigitsDataModule(rgb=True, views=SimCLRViews()), DigitsMDataModule())
+    with pytest.raises(ValueError, match=r"target datamodule makes multi-view batches \(num_views=6\)"):
+        DomainAdaptationDataModule(
+            DigitsDataModule(rgb=True), DigitsMDataModule(views=SimCLRViews(local_views=4))
+        )
     with pytest.raises(TypeError, match="VisionDataModule"):
         DomainAdaptationDataModule(DigitsDataModule(rgb=True), object())  # type: ignore[arg-type]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_tl.augment import SimCLRViews
 from lightning_tl.datamodules import FashionMNISTDataModule
 from lightning_tl.datamodules.fashion_mnist import CLASS_NAMES, DEBIAN_DIR, FILES, read_idx
 
@@ -20,14 +21,13 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def fmnist() -> FashionMNISTDataModule:
-    dm = FashionMNISTDataModule(batch_size=64, num_views=2)
+    dm = FashionMNISTDataModule(batch_size=64, views=SimCLRViews())
     dm.setup("fit")
     return dm
 
 
 def test_debian_files_load_with_official_splits(fmnist: FashionMNISTDataModule) -> None:
-    splits = fmnist._splits
-    assert splits is not None
+    splits = fmnist.splits()
     assert {k: len(v) for k, v in splits.items()} == {"train": 55_000, "val": 5_000, "test": 10_000}
     counts = torch.bincount(splits["val"].labels, minlength=10)
     assert counts.tolist() == [500] * 10  # stratified hold-out from the 60k train set

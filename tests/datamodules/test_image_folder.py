@@ -13,6 +13,7 @@ from own_data import image_bytes, labelled_folder, truncate, write_image
 from PIL import Image
 from torchvision.io import decode_image, write_png
 
+from lightning_tl.augment import IMAGENET_MEAN, IMAGENET_STD, SimCLRViews
 from lightning_tl.datamodules import ImageFolderDataModule
 from lightning_tl.datamodules.image_folder import decode, find_truncation
 
@@ -38,7 +39,7 @@ def labelled_root(tmp_path: Path) -> Path:
 
 
 def test_labelled_folder(labelled_root: Path) -> None:
-    dm = ImageFolderDataModule(str(labelled_root), batch_size=4, val_fraction=1 / 3, test_fraction=1 / 6)
+    dm = ImageFolderDataModule(str(labelled_root), batch_size=4, holdout=(1 / 3, 1 / 6))
     assert dm.class_names == ["cat", "dog", "eel"] and dm.num_classes == 3
     assert dm.num_channels == 3 and dm.image_size == 24  # shorter side of the first image
     x, y = next(iter(dm.train_dataloader()))
@@ -59,7 +60,10 @@ def test_unlabelled_folder_ssl_and_resize(tmp_path: Path) -> None:
     for i in range(5):
         _write(tmp_path / "a" / f"{i}.png", size=(40, 50))
         _write(tmp_path / "b" / "deep" / f"{i}.PNG", size=(64, 48))
-    dm = ImageFolderDataModule(str(tmp_path), labelled=False, image_size=32, num_views=2, batch_size=4)
+    dm = ImageFolderDataModule(
+        str(tmp_path), labelled=False, image_size=32, views=SimCLRViews(), batch_size=4
+    )
+    assert not dm.device_views  # files: per-sample views unless the recipe asks for on_device
     assert dm.num_classes == 0 and dm.class_names == []
     views, y = next(iter(dm.train_dataloader()))
     assert len(views) == 2 and views[0].shape == (4, 3, 32, 32) and y.tolist() == [-1] * 4
@@ -72,16 +76,16 @@ def test_unlabelled_folder_ssl_and_resize(tmp_path: Path) -> None:
 def test_grayscale_and_rgb(tmp_path: Path) -> None:
     for i in range(4):
         _write(tmp_path / "x" / f"{i}.png", channels=1, size=(16, 16))
-    gray = ImageFolderDataModule(str(tmp_path), batch_size=2, val_fraction=0)
+    gray = ImageFolderDataModule(str(tmp_path), batch_size=2, holdout=(0, 0))
     assert gray.num_channels == 1
     x, _ = next(iter(gray.train_dataloader()))
     assert x.shape == (2, 1, 16, 16)
-    rgb = ImageFolderDataModule(str(tmp_path), batch_size=2, val_fraction=0, rgb=True, image_size=8)
+    rgb = ImageFolderDataModule(str(tmp_path), batch_size=2, holdout=(0, 0), rgb=True, image_size=8)
     x, _ = next(iter(rgb.train_dataloader()))
     assert rgb.num_channels == 3 and x.shape == (2, 3, 8, 8)
     # a colour file in a folder read as grayscale is an error, not a silent conversion
     _write(tmp_path / "x" / "9.png", channels=3, size=(16, 16))
-    late = ImageFolderDataModule(str(tmp_path), batch_size=8, val_fraction=0)
+    late = ImageFolderDataModule(str(tmp_path), batch_size=8, holdout=(0, 0))
     with pytest.raises(ValueError, match=r"9\.png is a colour image.*rgb=True"):
         next(iter(late.train_dataloader()))
 
@@ -98,16 +102,38 @@ def test_errors(tmp_path: Path) -> None:
     (empty / "cls").mkdir()
     with pytest.raises(FileNotFoundError, match=r"cls has no images"):
         ImageFolderDataModule(str(empty)).setup()
-    with pytest.raises(ValueError, match="val_fraction"):
-        ImageFolderDataModule(str(empty), val_fraction=1.0)
-    with pytest.raises(ValueError, match="both mean and std"):
-        ImageFolderDataModule(str(empty), mean=(0.5,))
+    with pytest.raises(ValueError, match=r"holdout fractions .* got holdout=\[1\.0, 0\.0\]"):
+        ImageFolderDataModule(str(empty), holdout=(1.0, 0.0))
+    with pytest.raises(ValueError, match=r"normalize must be \[mean, std\] .* got \[\[0\.5\]\]"):
+        ImageFolderDataModule(str(empty), normalize=[[0.5]])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"normalize must be \[mean, std\]"):
+        ImageFolderDataModule(str(empty), normalize=([0.5], [0.2], [0.1]))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"normalize's std needs 1 or 3 values .*got \[0\.2, 0\.2\]"):
+        ImageFolderDataModule(str(empty), normalize=([0.5], [0.2, 0.2]))
+    with pytest.raises(ValueError, match="extensions must list at least one file suffix"):
+        ImageFolderDataModule(str(empty), extensions=())
+
+
+def test_normalize_or_imagenet_statistics(labelled_root: Path, tmp_path: Path) -> None:
+    assert ImageFolderDataModule(str(labelled_root)).mean == list(IMAGENET_MEAN)
+    assert ImageFolderDataModule(str(labelled_root)).std == list(IMAGENET_STD)
+    dm = ImageFolderDataModule(str(labelled_root), normalize=([0.5], [0.25]), batch_size=18, holdout=(0, 0))
+    assert dm.mean == [0.5] * 3 and dm.std == [0.25] * 3  # one value for every channel
+    assert dm.hparams["normalize"] == ([0.5], [0.25])
+    x, _ = next(iter(dm.train_dataloader()))  # every file is one grey level: 40 * label + index
+    levels = {round(float(v) * 0.25 * 255 + 0.5 * 255) for v in x[:, 0, 12, 12]}  # undo (x - 0.5) / 0.25
+    assert levels <= {40 * label + i for label in range(3) for i in range(6)} and len(levels) > 1
+    per_channel = ImageFolderDataModule(str(labelled_root), normalize=((0.1, 0.2, 0.3), (0.5, 0.5, 0.5)))
+    assert per_channel.mean == [0.1, 0.2, 0.3]
+    gray = tmp_path / "gray"
+    _write(gray / "x" / "0.png", channels=1, size=(8, 8))
+    assert ImageFolderDataModule(str(gray)).mean == pytest.approx([sum(IMAGENET_MEAN) / 3])
 
 
 def test_corrupt_file_raises_naming_it(labelled_root: Path) -> None:
     bad = labelled_root / "dog" / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    dm = ImageFolderDataModule(str(labelled_root), batch_size=64, val_fraction=0)
+    dm = ImageFolderDataModule(str(labelled_root), batch_size=64, holdout=(0, 0))
     with pytest.raises(RuntimeError, match=r"cannot decode image file .*broken\.png"):
         next(iter(dm.train_dataloader()))
 
@@ -155,7 +181,7 @@ def test_jpeg_thumbnail_does_not_hide_a_truncated_main_image() -> None:
 def test_truncated_file_in_a_folder_raises_naming_it(tmp_path: Path, suffix: str) -> None:
     labelled_folder(tmp_path, per_class=2)
     truncate(write_image(tmp_path / "cat" / f"cut{suffix}", 5, (50, 60)), keep=0.5)
-    dm = ImageFolderDataModule(str(tmp_path), batch_size=64, val_fraction=0)
+    dm = ImageFolderDataModule(str(tmp_path), batch_size=64, holdout=(0, 0))
     with pytest.raises(RuntimeError, match=rf"image file \S*cat/cut\{suffix}: it is truncated"):
         next(iter(dm.train_dataloader()))
 
@@ -191,12 +217,11 @@ def test_device_views_of_images_of_any_size(tmp_path: Path, image_size: int | No
     root = _mixed_folder(tmp_path)
     dm = ImageFolderDataModule(
         str(root),
-        num_views=2,
-        augment_on_device=True,
+        views=SimCLRViews(on_device=True),
         rgb=True,
         image_size=image_size,
         batch_size=4,
-        val_fraction=0,
+        holdout=(0, 0),
     )
     side = image_size or 20  # None: the shorter side of the first file (cat/cat0.png, 20x30)
     assert dm.device_views and dm.image_size == side
@@ -206,7 +231,7 @@ def test_device_views_of_images_of_any_size(tmp_path: Path, image_size: int | No
     assert [tuple(v.shape) for v in views] == [(4, 3, side, side)] * 2
     assert all(bool(torch.isfinite(v).all()) for v in views) and labels.shape == (4,)
     per_sample = ImageFolderDataModule(
-        str(root), num_views=2, augment_on_device=False, rgb=True, image_size=16, batch_size=4
+        str(root), views=SimCLRViews(on_device=False), rgb=True, image_size=16, batch_size=4
     )
     views, _ = next(iter(per_sample.train_dataloader()))  # crops of the full files, same shapes
     assert [tuple(v.shape) for v in views] == [(4, 3, 16, 16)] * 2
@@ -216,7 +241,7 @@ def test_nested_class_folders(tmp_path: Path) -> None:
     root = labelled_folder(tmp_path)
     (root / "dog" / ".thumbnails").mkdir()
     write_image(root / "dog" / ".thumbnails" / "x.png", 0, (8, 8))  # hidden: skipped
-    dm = ImageFolderDataModule(str(root), val_fraction=0)
+    dm = ImageFolderDataModule(str(root), holdout=(0, 0))
     assert dm.class_names == ["cat", "dog", "eel"]
     data = dm._scan()
     dogs = [p for p, y in zip(data.paths, data.labels, strict=True) if y == 1]

@@ -1,4 +1,4 @@
-"""ImageTextDataModule: built-in captions, annotation files, tar shards (ranks, workers, resume), errors."""
+"""ImageTextDataModule: built-in captions, caption files, tar shards (ranks, workers, resume), errors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import torch
 from own_data import captions_csv, truncate
 from torchvision.io import encode_png
 
+from lightning_tl.augment import SimCLRViews, SupervisedAugment
 from lightning_tl.datamodules import ImageTextDataModule
+from lightning_tl.datamodules.caption_file import CaptionFile
+from lightning_tl.datamodules.caption_shards import CaptionShards
 from lightning_tl.datamodules.tar_shards import ShardLoader, TarShards, delivered_per_worker
 
 CONTEXT = 12
@@ -58,14 +61,11 @@ def test_csv_and_jsonl_annotation_files(tmp_path: Path) -> None:
     (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     for name in ("pairs.csv", "pairs.jsonl"):
         dm = ImageTextDataModule(
-            None,
-            annotations=str(tmp_path / name),
-            label_column="label",
-            class_names=["even", "odd"],
+            CaptionFile(str(tmp_path / name), label_column="label", class_names=["even", "odd"]),
             image_size=8,
             context_length=CONTEXT,
             batch_size=4,
-            val_fraction=0.2,
+            holdout=(0.2, 0.0),
         )
         batch = next(iter(dm.train_dataloader()))
         assert batch["image"].shape == (4, 3, 8, 8) and batch["text"].shape == (4, CONTEXT)
@@ -76,11 +76,11 @@ def test_csv_and_jsonl_annotation_files(tmp_path: Path) -> None:
 def test_empty_caption_file_is_rejected(tmp_path: Path) -> None:
     (tmp_path / "pairs.csv").write_text("filepath,caption\n")
     with pytest.raises(ValueError, match="has no rows"):
-        ImageTextDataModule(None, annotations=str(tmp_path / "pairs.csv"), image_size=8)
+        ImageTextDataModule(CaptionFile(str(tmp_path / "pairs.csv")), image_size=8)
     _folder(tmp_path, 2)
     (tmp_path / "blank.csv").write_text("filepath,caption\nimg0.png,a photo\nimg1.png,  \n")
     with pytest.raises(ValueError, match=r"empty captions in rows \[2\]"):
-        ImageTextDataModule(None, annotations=str(tmp_path / "blank.csv"), image_size=8)
+        ImageTextDataModule(CaptionFile(str(tmp_path / "blank.csv")), image_size=8)
 
 
 def test_missing_image_paths_are_named(tmp_path: Path) -> None:
@@ -88,21 +88,90 @@ def test_missing_image_paths_are_named(tmp_path: Path) -> None:
     rows = [*_folder(tmp_path, 3), *gone]
     _csv(tmp_path / "pairs.csv", rows)
     with pytest.raises(ValueError, match=r"2 image file\(s\) .* do not exist.*gone1\.png.*gone2\.png"):
-        ImageTextDataModule(None, annotations=str(tmp_path / "pairs.csv"), image_size=8)
+        ImageTextDataModule(CaptionFile(str(tmp_path / "pairs.csv")), image_size=8)
 
 
 def test_bad_sources_and_columns(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="exactly one source"):
-        ImageTextDataModule("digits", annotations="x.csv")
-    with pytest.raises(ValueError, match="image_size is required"):
-        ImageTextDataModule(None, annotations="x.csv")
+    with pytest.raises(ValueError, match=r"dataset must be one of .* a CaptionFile .* or CaptionShards"):
+        ImageTextDataModule("imagenet")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        ImageTextDataModule(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="image_size is required for CaptionFile pairs"):
+        ImageTextDataModule(CaptionFile("x.csv"))
+    with pytest.raises(FileNotFoundError, match=r"annotation file 'x\.csv' does not exist"):
+        ImageTextDataModule(CaptionFile("x.csv"), image_size=8)
+    with pytest.raises(ValueError, match=r"must be a file ending in one of \('.csv', '.tsv', '.jsonl'\)"):
+        CaptionFile("pairs.txt")
+    with pytest.raises(ValueError, match=r"class_names .* set label_column too"):
+        CaptionFile("pairs.csv", class_names=["cat", "dog"])
+    with pytest.raises(ValueError, match="train must be a shard path"):
+        CaptionShards([])
     _csv(tmp_path / "pairs.csv", _folder(tmp_path, 2))
     with pytest.raises(ValueError, match=r"no column\(s\) \['text'\]"):
-        ImageTextDataModule(
-            None, annotations=str(tmp_path / "pairs.csv"), caption_column="text", image_size=8
-        )
+        ImageTextDataModule(CaptionFile(str(tmp_path / "pairs.csv"), caption_column="text"), image_size=8)
     with pytest.raises(ValueError, match="context_length must be >= 3"):
         ImageTextDataModule("digits", context_length=2)
+
+
+def test_arguments_a_source_does_not_read_are_refused(tmp_path: Path) -> None:
+    _shards(tmp_path, [2])
+    shards = CaptionShards(str(tmp_path / "*.tar"))
+    with pytest.raises(ValueError, match="root is an argument of the Fashion-MNIST pairs; dataset='digits'"):
+        ImageTextDataModule("digits", root=str(tmp_path))
+    with pytest.raises(
+        ValueError, match=r"val_size .* dataset='CaptionShards' .*validation pairs: the CaptionShards' val"
+    ):
+        ImageTextDataModule(shards, image_size=8, val_size=10)
+    with pytest.raises(ValueError, match=r"dataset='CaptionShards' holds out no fractions.*val shards"):
+        ImageTextDataModule(shards, image_size=8, holdout=(0.1, 0.0))
+    with pytest.raises(ValueError, match=r"dataset='fashion_mnist' holds out no fractions: .* use val_size"):
+        ImageTextDataModule("fashion_mnist", holdout=(0.1, 0.0))
+    with pytest.raises(ValueError, match=r"val_size must be in \[0, 60000\)"):
+        ImageTextDataModule("fashion_mnist", val_size=60_000)
+    with pytest.raises(ValueError, match=r"mixes batches .* set mixup_alpha, cutmix_alpha and noise_std"):
+        ImageTextDataModule("digits", augment=SupervisedAugment(mixup_alpha=0.2))
+    with pytest.raises(TypeError, match="no argument 'views': multi-view SSL recipes do not apply"):
+        ImageTextDataModule("digits", views=SimCLRViews())
+    with pytest.raises(TypeError, match="no argument 'train_subset'"):
+        ImageTextDataModule("digits", train_subset=100)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ({"annotations": "pairs.csv"}, "dataset: {class_path: .*CaptionFile, init_args: {path: ...}}"),
+        ({"caption_column": "title"}, "CaptionFile, init_args: {caption_column: ...}"),
+        ({"class_names": ["a"]}, "CaptionFile, init_args: {class_names: ...}} or .*CaptionShards"),
+        ({"shards": "a.tar"}, "dataset: {class_path: .*CaptionShards, init_args: {train: ...}}"),
+        ({"val_shards": "b.tar"}, "CaptionShards, init_args: {val: ...}}"),
+        ({"val_fraction": 0.1}, r"holdout: \[val_fraction, test_fraction\]"),
+        ({"hflip": False}, "augment: {class_path: lightning_tl.augment.SupervisedAugment"),
+    ],
+)
+def test_old_flat_keys_name_their_new_place(old: dict, new: str) -> None:
+    with pytest.raises(
+        TypeError, match=f"ImageTextDataModule has no argument '{next(iter(old))}' any more; .*{new}"
+    ):
+        ImageTextDataModule("digits", **old)
+
+
+def test_hyperparameters_hold_the_source_as_plain_data(tmp_path: Path) -> None:
+    """Checkpoints load with weights_only=True: the source is saved as a class_path dict, not an object."""
+    _csv(tmp_path / "pairs.csv", _folder(tmp_path))
+    source = CaptionFile(str(tmp_path / "pairs.csv"), label_column="label", class_names=["even", "odd"])
+    _shards(tmp_path, [3])
+    shards = CaptionShards([str(tmp_path / "shard-000.tar")], class_names=["a"])
+    for dataset in (source, shards, "digits"):
+        dm = ImageTextDataModule(dataset, image_size=8, augment=SupervisedAugment(hflip=False))
+        saved = dm.hparams["dataset"]
+        if isinstance(dataset, str):
+            assert saved == "digits"
+        else:
+            assert saved["class_path"] == f"{type(dataset).__module__}.{type(dataset).__name__}"
+            assert repr(type(dataset)(**saved["init_args"])) == repr(dataset)  # rebuilds the same source
+        assert "views" not in dm.hparams and dm.hparams_initial["dataset"] == saved
+        torch.save(dict(dm.hparams), tmp_path / "hparams.pt")
+        assert torch.load(tmp_path / "hparams.pt", weights_only=True) == dict(dm.hparams)
 
 
 def test_csv_of_photos_of_any_size_with_an_image_root(tmp_path: Path) -> None:
@@ -111,7 +180,7 @@ def test_csv_of_photos_of_any_size_with_an_image_root(tmp_path: Path) -> None:
     moved.parent.mkdir()
     csv_path.rename(moved)  # the paths in the file are now relative to image_root, not to its folder
     dm = ImageTextDataModule(
-        None, annotations=str(moved), image_root=str(tmp_path / "pairs"), image_size=16, batch_size=4
+        CaptionFile(str(moved), image_root=str(tmp_path / "pairs")), image_size=16, batch_size=4
     )
     batches = list(dm.train_dataloader())
     assert len(batches) == 2 and all(b["image"].shape == (4, 3, 16, 16) for b in batches)  # 11 train pairs
@@ -122,7 +191,7 @@ def test_csv_of_photos_of_any_size_with_an_image_root(tmp_path: Path) -> None:
 def test_truncated_image_in_a_csv_is_named(tmp_path: Path) -> None:
     csv_path = captions_csv(tmp_path)
     truncate(tmp_path / "images" / "003.jpg")
-    dm = ImageTextDataModule(None, annotations=str(csv_path), image_size=16, batch_size=2, val_fraction=0)
+    dm = ImageTextDataModule(CaptionFile(str(csv_path)), image_size=16, batch_size=2, holdout=(0, 0))
     with pytest.raises(RuntimeError, match=r"image file \S*images/003\.jpg: it is truncated"):
         list(dm.train_dataloader())
 
@@ -155,8 +224,7 @@ def _labels(batches: list[dict]) -> list[int]:
 def test_shards_cover_every_sample_once_with_workers(tmp_path: Path) -> None:
     paths = _shards(tmp_path, [5, 5, 4, 6])
     dm = ImageTextDataModule(
-        None,
-        shards=str(tmp_path / "shard-{000..003}.tar"),
+        CaptionShards(str(tmp_path / "shard-{000..003}.tar")),
         image_size=8,
         context_length=CONTEXT,
         batch_size=3,
@@ -183,8 +251,7 @@ def test_shard_stream_resumes_mid_epoch_exactly(tmp_path: Path, workers: int) ->
 
     def loader() -> ShardLoader:
         dm = ImageTextDataModule(
-            None,
-            shards=str(tmp_path / "*.tar"),
+            CaptionShards(str(tmp_path / "*.tar")),
             image_size=8,
             context_length=CONTEXT,
             batch_size=2,
@@ -221,7 +288,7 @@ def test_delivered_per_worker_follows_round_robin_with_exhausted_workers() -> No
 
 def test_truncated_image_in_a_shard_is_named(tmp_path: Path) -> None:
     _shards(tmp_path, [3], cut=1)
-    dm = ImageTextDataModule(None, shards=str(tmp_path / "*.tar"), image_size=8, batch_size=3)
+    dm = ImageTextDataModule(CaptionShards(str(tmp_path / "*.tar")), image_size=8, batch_size=3)
     dm.setup("fit")
     with pytest.raises(RuntimeError, match=r"sample '00001' of shard .*shard-000\.tar.*png image is trunc"):
         next(iter(dm.train_dataloader()))
@@ -229,8 +296,8 @@ def test_truncated_image_in_a_shard_is_named(tmp_path: Path) -> None:
 
 def test_bad_shards(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no files found"):
-        ImageTextDataModule(None, shards=str(tmp_path / "none-*.tar"), image_size=8)
+        ImageTextDataModule(CaptionShards(str(tmp_path / "none-*.tar")), image_size=8)
     _shards(tmp_path, [2])
-    dm = ImageTextDataModule(None, shards=str(tmp_path / "*.tar"), image_size=8, num_workers=2)
+    dm = ImageTextDataModule(CaptionShards(str(tmp_path / "*.tar")), image_size=8, num_workers=2)
     with pytest.raises(ValueError, match="1 shards cannot feed 1 process"):
         dm.train_dataloader()

@@ -22,7 +22,7 @@ def test_subset_is_stratified_seeded_and_keeps_full_split_normalisation() -> Non
     assert dm.mean == full.mean and dm.std == full.std
     assert torch.equal(labels, _labels(DigitsDataModule(batch_size=8, train_subset=100)))
     other = DigitsDataModule(batch_size=8, train_subset=100, seed=1)
-    assert not torch.equal(other._ensure_setup()["train"].images, dm._ensure_setup()["train"].images)  # type: ignore[attr-defined]
+    assert not torch.equal(other.splits()["train"].images, dm.splits()["train"].images)  # type: ignore[attr-defined]
     assert len(dm.labelled_dataset("val")) == len(full.labelled_dataset("val"))  # val/test untouched
     x, _ = next(iter(dm.train_dataloader()))
     assert x.shape[0] == 8

@@ -2,8 +2,10 @@
 
 ``python _freeze_ddp_worker.py MODE OUT_DIR``. MODE ``find_unused`` trains with
 ``strategy="ddp_find_unused_parameters_true"`` and saves, per rank, the trainable flags seen at every
-step, the schedule's history and the final parameters/buffers to ``OUT_DIR/rank{R}.pt``. MODE ``plain``
-uses ``strategy="ddp"`` and saves the error FreezeSchedule raises to ``OUT_DIR/plain_rank{R}.pt``.
+step, the schedule's history and the final parameters/buffers to ``OUT_DIR/rank{R}.pt``. MODE ``bitfit``
+does the same with the BitFit strategy (biases train from the start) to ``OUT_DIR/bitfit_rank{R}.pt``.
+MODE ``plain`` uses ``strategy="ddp"`` and saves the error FreezeSchedule raises to
+``OUT_DIR/plain_rank{R}.pt``.
 """
 
 from __future__ import annotations
@@ -33,10 +35,14 @@ def main(mode: str, out: Path) -> None:
     model = UserNet(lr=0.2)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     freeze = FreezeSchedule(
-        "linear_probe", unfreeze={2: 1, 5: 1}, interval="step", lr_decay=0.5, warmup_steps=2
+        "bitfit" if mode == "bitfit" else "linear_probe",
+        unfreeze={2: 1, 5: 1},
+        interval="step",
+        lr_decay=0.5,
+        warmup_steps=2,
     )
     flags = Flags()
-    strategy = "ddp_find_unused_parameters_true" if mode == "find_unused" else "ddp"
+    strategy = "ddp" if mode == "plain" else "ddp_find_unused_parameters_true"
     trainer = Trainer(**trainer_kwargs(devices=2, strategy=strategy, max_epochs=2, callbacks=[freeze, flags]))
     if mode == "plain":
         try:
@@ -52,7 +58,8 @@ def main(mode: str, out: Path) -> None:
         "final": {k: v.clone() for k, v in model.state_dict().items()},
         "losses": model.losses,
     }
-    torch.save(result, out / f"rank{trainer.global_rank}.pt")
+    prefix = "bitfit_" if mode == "bitfit" else ""
+    torch.save(result, out / f"{prefix}rank{trainer.global_rank}.pt")
 
 
 if __name__ == "__main__":

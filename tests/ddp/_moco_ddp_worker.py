@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_tl import distributed as dist
+from lightning_tl.augment import SimCLRViews
 from lightning_tl.datamodules import DigitsDataModule
 from lightning_tl.modules import MoCo
 from lightning_tl.nn import shuffle_permutation, shuffled_forward
@@ -104,7 +105,7 @@ def main(devices: int, out: Path) -> None:
         lr=0.05,
     )
     data = DigitsDataModule(
-        batch_size=GLOBAL_BATCH // devices, num_views=2, image_size=8, crop_scale=(0.4, 1.0)
+        batch_size=GLOBAL_BATCH // devices, image_size=8, views=SimCLRViews(crop_scale=(0.4, 1.0))
     )
     trainer.fit(model, datamodule=data)
     params = {k: v.detach().clone() for k, v in model.named_parameters()}

@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from lightning_tl.augment import SimCLRViews
 from lightning_tl.datamodules import DigitsDataModule
 from lightning_tl.modules import SimCLR
 
@@ -72,7 +73,7 @@ def main(devices: int, out: Path) -> None:
         warmup_epochs=0,
     )
     data = DigitsDataModule(
-        batch_size=GLOBAL_BATCH // devices, num_views=2, image_size=8, crop_scale=(0.4, 1.0)
+        batch_size=GLOBAL_BATCH // devices, image_size=8, views=SimCLRViews(crop_scale=(0.4, 1.0))
     )
     trainer.fit(model, datamodule=data)
     params = {k: v.detach().clone() for k, v in model.named_parameters()}

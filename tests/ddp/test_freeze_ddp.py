@@ -32,6 +32,23 @@ def test_gradual_unfreezing_under_ddp_keeps_ranks_in_sync(tmp_path: Path, run_sc
 
 
 @pytest.mark.ddp
+def test_bitfit_under_ddp_keeps_ranks_in_sync(tmp_path: Path, run_script: RunScript) -> None:
+    """Biases of frozen groups train from the first step on both ranks; weights stay bit-identical."""
+    run_script(WORKER, "bitfit", tmp_path, timeout=240)
+    ranks = [torch.load(tmp_path / f"bitfit_rank{r}.pt") for r in range(2)]
+    assert ranks[0]["flags"] == ranks[1]["flags"] and ranks[0]["history"] == ranks[1]["history"]
+    final, initial = [r["final"] for r in ranks], ranks[0]["initial"]
+    for name, value in final[0].items():
+        if "running" not in name and "num_batches" not in name:  # (unfrozen groups' BN stats: rank-local)
+            assert torch.equal(value, final[1][name]), name
+    # backbone.0 never unfrozen: its conv and BN weights and BN statistics fixed, its biases moved
+    fixed = [k for k in initial if k.startswith("backbone.0.") and not k.endswith("bias")]
+    assert fixed and all(torch.equal(final[0][k], initial[k]) for k in fixed)
+    for bias in ("backbone.0.0.bias", "backbone.0.1.bias"):
+        assert not torch.equal(final[0][bias], initial[bias]), bias
+
+
+@pytest.mark.ddp
 def test_plain_ddp_without_find_unused_parameters_is_refused(tmp_path: Path, run_script: RunScript) -> None:
     run_script(WORKER, "plain", tmp_path, timeout=240)
     for rank in range(2):

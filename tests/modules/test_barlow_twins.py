@@ -1,0 +1,71 @@
+"""Barlow Twins module: the loss on the two views' embeddings, learning, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from _ssl_fit import TINY, Recorder, data, trainer, views
+
+from lightning_tl.modules import BarlowTwins
+
+
+def _model(**kwargs: Any) -> BarlowTwins:
+    return BarlowTwins(**{**TINY, "hidden_dim": 32, "output_dim": 24, "lr": 0.1, **kwargs})
+
+
+def _reference(z1: torch.Tensor, z2: torch.Tensor, lambda_: float) -> torch.Tensor:
+    """Eq. 1-2 of the paper, written out: the cross-correlation of batch-standardised embeddings."""
+    n, d = z1.shape
+    a = (z1 - z1.mean(0)) / (z1.var(0, correction=0) + 1e-5).sqrt()
+    b = (z2 - z2.mean(0)) / (z2.var(0, correction=0) + 1e-5).sqrt()
+    c = torch.stack([torch.stack([(a[:, i] * b[:, j]).sum() / n for j in range(d)]) for i in range(d)])
+    off = ~torch.eye(d, dtype=torch.bool)
+    return ((1 - c.diagonal()) ** 2).sum() + lambda_ * (c[off] ** 2).sum()
+
+
+def test_training_step_contract_and_loss() -> None:
+    torch.manual_seed(0)
+    model = _model(lambda_=0.01)
+    (v1, v2), labels = views(8)
+    out = model.training_step(([v1, v2], labels), 0)
+    assert out["loss"].ndim == 0 and out["loss"].requires_grad
+    assert out["features"].shape == (8, model.backbone.num_features) and not out["features"].requires_grad
+    assert torch.equal(out["labels"], labels)
+    with torch.no_grad():
+        z1, z2 = model.project(model.encode(torch.cat([v1, v2]))).split(8)
+    torch.testing.assert_close(out["loss"].detach(), _reference(z1, z2, 0.01), rtol=1e-4, atol=1e-4)
+
+
+def test_learns_on_a_fixed_batch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _model(optimizer="adamw", lr=3e-3, weight_decay=0.0)
+    batch = views(16)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        loss = model.training_step(batch, 0)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+    # and in a Trainer: default LARS, lr from the batch size, a finite loss
+    recorder = Recorder()
+    trainer(tmp_path, [recorder], max_epochs=1, limit_train_batches=2).fit(_model(lr=None), data())
+    assert all(torch.isfinite(torch.tensor(recorder.losses)))
+
+
+def test_bad_inputs_have_clear_messages(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"lambda_ must be >= 0, got -0.1"):
+        _model(lambda_=-0.1)
+    with pytest.raises(TypeError, match="predictor_hidden_dim"):  # Barlow Twins has no predictor
+        _model(predictor_hidden_dim=64)
+    with pytest.raises(ValueError, match="set lr for optimizer='sgd'"):
+        _model(lr=None, optimizer="sgd")
+    with pytest.raises(ValueError, match=r"makes supervised ones; set data views"):
+        trainer(tmp_path, []).fit(_model(), data(views=None))
+    with pytest.raises(ValueError, match="exactly 2 views"):
+        _model().training_step(views(4, (16,)), 0)
