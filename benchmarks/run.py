@@ -1,13 +1,15 @@
 """Print benchmark tables as markdown: ``python -m benchmarks.run [TABLE ...]`` (all CPU tables by default).
 
 Tables: ``overhead``, ``augment``, ``views_threads`` (BatchViews on CPU threads), ``knn``,
-``device_views`` (SimCLR and views), ``moco_overhead``, ``moco_knn`` (MoCo), ``transfer``,
+``device_views`` (SimCLR and views), ``moco_overhead``, ``moco_knn`` (kNN after the same CPU budget:
+MoCo, SimCLR, supervised), ``transfer``,
 ``freeze_speed``, ``probe_lr``, ``freeze_rule`` (layer freezing), ``dann_fashion_mnist``,
 ``dann_digits`` (DANN), ``da_digits``, ``da_fashion_mnist`` (DANN, CDAN, CDAN+E, MCC),
 ``policy_accuracy``, ``policy_throughput`` (augmentation policies), ``adapters``,
-``adapter_latency`` (residual adapters), ``clip_zero_shot``, ``clip_overhead`` (CLIP), ``gpu`` (on a
+``adapter_latency`` (residual adapters), ``clip_zero_shot``, ``clip_overhead`` (CLIP), ``ssl_overhead``,
+``ssl_knn`` (BYOL, SimSiam, Barlow Twins, VICReg, DINO beside SimCLR and MoCo), ``gpu`` (on a
 CUDA card: on-device views, bf16 steps), ``transfer_gpu`` (freezing strategies with a strong source
-model; meant for a GPU).
+model; meant for a GPU). Each script is named after the BENCHMARKS.md section of its tables.
 """
 
 from __future__ import annotations
@@ -18,32 +20,34 @@ import sys
 import torch
 
 from benchmarks import (
-    adapters,
-    augment,
-    augment_policies,
+    augmentation_policies,
+    augmentation_throughput,
     clip,
-    cpu_threads,
     dann,
     device_views,
     domain_adaptation,
     freezing,
     freezing_rule,
     gpu,
-    moco_knn,
+    knn_same_budget,
     moco_overhead,
-    overhead,
     quickstart_knn,
+    residual_adapters,
+    simclr_overhead,
+    ssl_knn,
+    ssl_overhead,
     transfer_gpu,
+    views_threads,
 )
 
 TABLES = {
-    "overhead": overhead.run,
-    "augment": augment.run,
-    "views_threads": cpu_threads.run,
+    "overhead": simclr_overhead.run,
+    "augment": augmentation_throughput.run,
+    "views_threads": views_threads.run,
     "knn": quickstart_knn.run,
     "device_views": device_views.run,
     "moco_overhead": moco_overhead.run,
-    "moco_knn": moco_knn.run,
+    "moco_knn": knn_same_budget.run,
     "transfer": freezing.run_transfer,
     "freeze_speed": freezing.run_speed,
     "probe_lr": freezing.run_probe_lr,
@@ -52,12 +56,14 @@ TABLES = {
     "dann_digits": dann.run_digits,
     "da_digits": domain_adaptation.run_digits,
     "da_fashion_mnist": domain_adaptation.run_fashion_mnist,
-    "policy_accuracy": augment_policies.run_accuracy,
-    "policy_throughput": augment_policies.run_throughput,
-    "adapters": adapters.run,
-    "adapter_latency": adapters.run_latency,
+    "policy_accuracy": augmentation_policies.run_accuracy,
+    "policy_throughput": augmentation_policies.run_throughput,
+    "adapters": residual_adapters.run,
+    "adapter_latency": residual_adapters.run_latency,
     "clip_zero_shot": clip.run_zero_shot,
     "clip_overhead": clip.run_overhead,
+    "ssl_overhead": ssl_overhead.run,
+    "ssl_knn": ssl_knn.run,
     "gpu": gpu.run,
     "transfer_gpu": transfer_gpu.run,
 }
