@@ -121,6 +121,7 @@ def run(batch: int = 128, repeats: int = 10) -> str:
         reference, method = medians[2 * i], medians[2 * i + 1]
         views, pairs = info["views"], info["pairs"]
         images = " + ".join(f"{n} x {v.shape[-1]} px" for n, v in _grouped(views))
+        loss = median_seconds(_loss_step(name, info["module"], views), repeats)
         teacher = ema = 0.0
         if pairs:
             teacher = median_seconds(_teacher_forward(info["module"], views[:2]), repeats)
@@ -132,6 +133,7 @@ def run(batch: int = 128, repeats: int = 10) -> str:
                 f"{reference * 1000:.0f}",
                 f"{method * 1000:.0f}",
                 f"{method / reference:.3f}",
+                f"{loss * 1000:.1f}",
                 f"{teacher * 1000:.0f}" if pairs else "-",
                 f"{ema * 1000:.1f}" if pairs else "-",
                 f"{(method - teacher - ema) / reference:.3f}",
@@ -148,11 +150,29 @@ def run(batch: int = 128, repeats: int = 10) -> str:
         "backbone+heads step ms",
         "method step ms",
         "method / backbone+heads",
+        "loss fwd+bwd alone ms",
         "teacher forward ms",
         "EMA update ms",
         "ratio without teacher forward and EMA",
     ]
     return title + markdown_table(header, rows)
+
+
+def _loss_step(name: str, module: Any, views: list[Tensor]) -> Callable[[], object]:
+    """``compute_loss`` forward + backward alone, on the head outputs of ``views`` (one (B, D) per view)."""
+    with torch.no_grad():
+        out = _heads(module, views)  # (V*B, D)
+    zs = [z.clone().requires_grad_(True) for z in out.chunk(len(views))]  # V x (B, D)
+    targets = [z.detach() for z in zs]  # the teacher / stop-gradient branch
+    args: tuple[Any, ...] = {
+        "SimCLR": (zs,),
+        "BYOL": (zs, targets),
+        "SimSiam": (zs, targets),
+        "Barlow Twins": (zs[0], zs[1]),
+        "VICReg": (zs[0], zs[1]),
+        "DINO": (targets[:2], zs),  # teacher outputs of the global views, student outputs of all
+    }[name]
+    return lambda: module.compute_loss(*args).backward()
 
 
 def _teacher_forward(module: Any, global_views: list[Tensor]) -> Callable[[], object]:
