@@ -152,7 +152,7 @@ def _fit_one_step(model: L.LightningModule, data: L.LightningDataModule, root: P
 def test_our_lightning_checkpoints_load_with_weights_only(tmp_path: Path, module: str) -> None:
     if module == "simclr":
         model: L.LightningModule = SimCLR(
-            "resnet18", in_channels=1, hidden_dim=32, output_dim=16, lr=0.1, warmup_epochs=0
+            backbone="resnet18", in_channels=1, hidden_dim=32, output_dim=16, lr=0.1, warmup_epochs=0
         )
         data = DigitsDataModule(batch_size=16, views=SimCLRViews(), image_size=8)
     else:

@@ -10,6 +10,7 @@ from lightning_tl.modules.dann import DANN
 from lightning_tl.modules.dino import DINO
 from lightning_tl.modules.mcc import MCC
 from lightning_tl.modules.moco import MoCo
+from lightning_tl.modules.pretrain_module import PaperOptimizer, PretrainModule
 from lightning_tl.modules.simclr import SimCLR
 from lightning_tl.modules.simsiam import SimSiam
 from lightning_tl.modules.vicreg import VICReg
@@ -25,6 +26,8 @@ __all__ = [
     "BarlowTwins",
     "ImageClassifier",
     "MoCo",
+    "PaperOptimizer",
+    "PretrainModule",
     "SimCLR",
     "SimSiam",
     "VICReg",

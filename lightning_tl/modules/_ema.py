@@ -77,6 +77,8 @@ class EMATeacher(L.LightningModule):
     """
 
     teacher_of: ClassVar[dict[str, str]]
+    teacher_backbone: nn.Module  # the teachers of BYOL and DINO (a mixin user may name its own)
+    teacher_head: nn.Module
     teacher_momentum: float
     final_teacher_momentum: float
     _total_steps: int | None = None

@@ -1,22 +1,18 @@
-"""What BYOL, SimSiam, Barlow Twins, VICReg and DINO share: checks, defaults and the two-view step.
+"""What BYOL, SimSiam, Barlow Twins, VICReg and DINO share: checks of settings and data, the two-view step.
 
-Their papers all scale the learning rate linearly with the batch (``base_lr x global batch / 256``) and
-train with a per-step warm-up + cosine schedule; their heads need at least 2 images per process for
-batch norm (and Barlow Twins / VICReg for their batch statistics). Plain functions, and the small mixin
-:class:`LinearScaledSSL` that wires them into the Lightning hooks.
+Their heads need at least 2 images per process for batch norm (and Barlow Twins / VICReg for their batch
+statistics); :class:`~lightning_tl.modules.PretrainModule` calls :func:`check_datamodule` at fit setup.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 
-from lightning_tl.modules._optim import WarmupCosineOptimizer, scaled_lr
 from lightning_tl.modules._pretrain import FeatureSteps, split_views
-from lightning_tl.optim import OptimizerFactory
 
 
 def check_positive(value: float, name: str, hint: str) -> None:
@@ -25,29 +21,19 @@ def check_positive(value: float, name: str, hint: str) -> None:
         raise ValueError(f"{name} must be > 0, got {value}; {hint}")
 
 
-def check_training_args(
-    method: str, optimizer: str | OptimizerFactory, lr: float | None, warmup_epochs: float, paper: str
-) -> None:
-    """``lr`` > 0 or None (linear scaling, for the paper's ``paper``), ``warmup_epochs >= 0``."""
-    if lr is not None and not lr > 0:
-        raise ValueError(f"lr must be > 0 or None (linear scaling with the batch), got {lr}.")
-    if warmup_epochs < 0:
-        raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
-    if lr is None and isinstance(optimizer, str) and optimizer.lower() != paper:
-        raise ValueError(
-            f"lr=None scales {method}'s learning rate for {paper!r} (the paper's optimizer); "
-            f"set lr for optimizer={optimizer!r}."
-        )
-
-
 def check_datamodule(
-    module: L.LightningModule, method: str, recipe: str, global_views: int = 2, local_views: bool = False
+    module: L.LightningModule,
+    method: str,
+    recipe: str,
+    global_views: int | None = 2,
+    local_views: bool = False,
 ) -> None:
     """At fit setup: the datamodule's view recipe makes what ``method`` trains on, and its batches hold
     >= 2 images a process (batch norm in the heads takes batch statistics).
 
     ``recipe`` names the view recipe to suggest (``"BYOLViews"``); the datamodule must make
-    ``global_views`` views of the image size, and smaller local views only when ``local_views``.
+    ``global_views`` views of the image size (None: any number >= 2), and smaller local views only when
+    ``local_views``.
     Datamodules without a ``views`` recipe are checked on ``num_views`` only, if they have it.
     """
     datamodule = getattr(module.trainer, "datamodule", None) if module._trainer is not None else None
@@ -58,13 +44,16 @@ def check_datamodule(
     num_views = getattr(datamodule, "num_views", None)
     if (hasattr(datamodule, "views") and views is None) or num_views == 0:
         raise ValueError(
-            f"{method} trains on multi-view batches but the datamodule makes supervised ones; {fix}."
+            f"{method} trains on multi-view batches but the datamodule makes 0 views per image "
+            f"(supervised batches, no view recipe); {fix}."
         )
     n_global = getattr(views, "num_global_views", None)
     n_local = getattr(views, "num_local_views", None)
     if n_global is not None and n_local is not None:
-        if n_global != global_views or (n_local and not local_views):
-            wanted = f"{global_views} global views" + (" (and local ones)" if local_views else "")
+        wrong_count = n_global < 2 if global_views is None else n_global != global_views
+        if wrong_count or (n_local and not local_views):
+            count = ">= 2" if global_views is None else global_views
+            wanted = f"{count} global views" + (" (and local ones)" if local_views else "")
             raise ValueError(
                 f"{method} trains on {wanted}, "
                 f"but the datamodule's {views!r} makes {n_global} global and {n_local} local views; {fix}."
@@ -95,22 +84,3 @@ def embedding_pair_step(module: Any, batch: Any) -> dict[str, Tensor]:
     _, h, labels = encode_two_views(module, batch)
     z1, z2 = module.project(h).chunk(2)  # (B, D) each
     return module.training_output(module.compute_loss(z1, z2), h.chunk(2)[0], labels)
-
-
-class LinearScaledSSL(FeatureSteps, WarmupCosineOptimizer):
-    """Mixin of BYOL, SimSiam, Barlow Twins, VICReg and DINO: the data check at fit setup and the lr.
-
-    A class sets ``views_recipe`` (the view recipe that error messages suggest) and ``lr_per_256`` (the
-    paper's rate at batch 256, which ``lr=None`` scales linearly).
-    """
-
-    views_recipe: ClassVar[str]
-    lr_per_256: ClassVar[float]
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            check_datamodule(self, type(self).__name__, self.views_recipe)
-
-    def base_lr(self) -> float:
-        """``lr`` if given, else ``lr_per_256`` x global batch / 256 (the paper's linear scaling)."""
-        return scaled_lr(self, self.lr, self.lr_per_256)

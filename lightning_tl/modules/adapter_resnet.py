@@ -34,7 +34,7 @@ class AdapterResNet(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
 
     Args:
         backbone: a torchvision or timm ResNet name (``"resnet18"``, ``"timm/resnet26"``).
-        pretrained: the backbone's weights, as in :class:`~lightning_tl.modules.SimCLR`: None / False
+        pretrained: the backbone's weights, as in :class:`~lightning_tl.modules.PretrainModule`: None / False
             random (None warns), True the hub weights of ``backbone``, a torchvision weights name or a
             local file; at fit start a warning names data that does not fit hub weights.
         small_input: 3x3 stride-1 stem without max-pool, for 8-32 px images. None: True without

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lightning_tl.heads import BYOLProjectionHead
 from lightning_tl.losses import negative_cosine_loss
 from lightning_tl.modules._ema import EMATeacher, check_teacher_momentum
-from lightning_tl.modules._pretrained import make_backbone
-from lightning_tl.modules._ssl import LinearScaledSSL, check_training_args, encode_two_views
-from lightning_tl.optim import OptimizerFactory
+from lightning_tl.modules._ssl import encode_two_views
+from lightning_tl.modules.pretrain_module import PaperOptimizer, PretrainModule
 
 
-class BYOL(LinearScaledSSL, EMATeacher, L.LightningModule):
+class BYOL(PretrainModule, EMATeacher):
     """Self-supervised pre-training with BYOL.
 
     Batches are ``(views, labels)`` with two (B, C, H, W) views (data ``views: BYOLViews``, or any
@@ -44,53 +42,35 @@ class BYOL(LinearScaledSSL, EMATeacher, L.LightningModule):
     :meth:`compute_loss`, :meth:`teacher_momentum_at`.
 
     Args:
-        backbone, backbone_kwargs, pretrained, small_input, in_channels, num_classes: as in
-            :class:`~lightning_tl.modules.SimCLR`.
         hidden_dim: the projector's hidden width (4096 in the paper).
         output_dim: projection width (256).
         predictor_hidden_dim: the predictor's hidden width (4096, "the same architecture as g").
         teacher_momentum: tau_base, the EMA rate at the first step (0.996).
         final_teacher_momentum: tau at the end of training (1); equal to ``teacher_momentum`` for a
             constant rate.
-        optimizer: a timm optimizer name or a callable on param groups (LARS in the paper).
-        lr: learning rate; None = 0.2 x global batch / 256 (the paper's LARS setting).
-        weight_decay: on weights with ndim >= 2 (1.5e-6 in the paper).
-        momentum: for SGD-type optimizers (0.9).
-        warmup_epochs: linear warm-up before cosine decay (10 in the paper).
+        **kwargs: the backbone and optimizer arguments of :class:`~lightning_tl.modules.PretrainModule`. The
+            paper's optimizer (their None): LARS, weight decay 1.5e-6, 10 warm-up epochs; ``lr=None``: 0.2 x
+            global batch / 256 (Sec. 3.3).
     """
 
+    paper_optimizer = PaperOptimizer("lars", weight_decay=1.5e-6, warmup_epochs=10.0)
     views_recipe = "BYOLViews"
     lr_per_256 = 0.2  # lr=None: 0.2 x global batch / 256 (BYOL's LARS setting, Sec. 3.3)
     teacher_of = {"teacher_backbone": "backbone", "teacher_head": "projection_head"}
-    teacher_backbone: nn.Module
-    teacher_head: nn.Module
 
     def __init__(
         self,
-        backbone: str = "resnet18",
-        backbone_kwargs: dict[str, Any] | None = None,
-        pretrained: bool | str | None = None,
-        small_input: bool | None = None,
-        in_channels: int = 3,
-        num_classes: int | None = None,
+        *,
         hidden_dim: int = 4096,
         output_dim: int = 256,
         predictor_hidden_dim: int = 4096,
         teacher_momentum: float = 0.996,
         final_teacher_momentum: float = 1.0,
-        optimizer: str | OptimizerFactory = "lars",
-        lr: float | None = None,
-        weight_decay: float = 1.5e-6,
-        momentum: float = 0.9,
-        warmup_epochs: float = 10.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
         check_teacher_momentum(teacher_momentum, final_teacher_momentum)
-        check_training_args("BYOL", optimizer, lr, warmup_epochs, paper="lars")
-        self.save_hyperparameters(ignore=["optimizer"] if callable(optimizer) else None)
-        self.keep_optimizer_settings(optimizer, lr, weight_decay, momentum, warmup_epochs)
+        super().__init__(**kwargs)
         self.teacher_momentum, self.final_teacher_momentum = teacher_momentum, final_teacher_momentum
-        self.backbone = make_backbone(backbone, backbone_kwargs, pretrained, small_input, in_channels)
         self.projection_head = BYOLProjectionHead(self.backbone.num_features, hidden_dim, output_dim)
         self.prediction_head = BYOLProjectionHead(output_dim, predictor_hidden_dim, output_dim)
         self.reset_teacher()  # teacher_backbone, teacher_head: frozen copies of backbone, projection_head

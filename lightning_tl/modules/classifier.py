@@ -29,7 +29,7 @@ class ImageClassifier(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
 
     Args:
         backbone: ``create_backbone`` name (``"resnet18"``, ``"timm/resnet26"``).
-        pretrained: the backbone's weights, as in :class:`~lightning_tl.modules.SimCLR`: None / False
+        pretrained: the backbone's weights, as in :class:`~lightning_tl.modules.PretrainModule`: None / False
             random, True the hub weights of ``backbone``, a torchvision weights name or a local file; at
             fit start a warning names data that does not fit hub weights. None also warns: freezing a
             random backbone is rarely what you want.

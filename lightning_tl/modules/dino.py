@@ -8,22 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lightning_tl.heads import DINOHead
 from lightning_tl.losses import DINOLoss
 from lightning_tl.modules._ema import EMATeacher, check_teacher_momentum
 from lightning_tl.modules._pretrain import encode_by_size, split_views
-from lightning_tl.modules._pretrained import make_backbone
-from lightning_tl.modules._ssl import LinearScaledSSL, check_datamodule, check_positive, check_training_args
-from lightning_tl.optim import OptimizerFactory
+from lightning_tl.modules._ssl import check_positive
+from lightning_tl.modules.pretrain_module import PaperOptimizer, PretrainModule
 
 _TEMP_HINT = "DINO uses student_temp 0.1 and a teacher warming up from 0.04 to 0.07."
 
 
-class DINO(LinearScaledSSL, EMATeacher, L.LightningModule):
+class DINO(PretrainModule, EMATeacher):
     """Self-supervised pre-training with DINO.
 
     Batches are ``(views, labels)``: ``num_global_views`` global views (all views of the first size, first
@@ -55,8 +53,6 @@ class DINO(LinearScaledSSL, EMATeacher, L.LightningModule):
     :meth:`compute_loss`, :meth:`teacher_momentum_at`.
 
     Args:
-        backbone, backbone_kwargs, pretrained, small_input, in_channels, num_classes: as in
-            :class:`~lightning_tl.modules.SimCLR`.
         hidden_dim, bottleneck_dim, output_dim, head_layers: the head's MLP width (2048), bottleneck
             (256), number of prototypes K (65536) and MLP layers (3); scale down for tiny backbones.
         head_batch_norm: batch norm in the head's MLP (off in the paper's ViT setting).
@@ -70,27 +66,20 @@ class DINO(LinearScaledSSL, EMATeacher, L.LightningModule):
         teacher_momentum: the teacher's EMA rate at the first step (0.996).
         final_teacher_momentum: the EMA rate at the end of training (1).
         freeze_last_layer: epochs during which the head's last layer is frozen (1).
-        optimizer: a timm optimizer name or a callable on param groups (AdamW in the paper).
-        lr: learning rate; None = 0.0005 x global batch / 256 (the paper's AdamW setting).
-        weight_decay: on weights with ndim >= 2 (0.04, the start of the paper's schedule).
-        momentum: for SGD-type optimizers (0.9).
-        warmup_epochs: linear learning-rate warm-up before cosine decay (10 in the paper).
+        **kwargs: the backbone and optimizer arguments of :class:`~lightning_tl.modules.PretrainModule`. The
+            paper's optimizer (their None): AdamW, weight decay 0.04 (the start of the paper's schedule), 10
+            warm-up epochs; ``lr=None``: 0.0005 x global batch / 256.
     """
 
+    paper_optimizer = PaperOptimizer("adamw", weight_decay=0.04, warmup_epochs=10.0)
     views_recipe = "DINOViews"
+    local_views = True
     lr_per_256 = 0.0005  # lr=None: 0.0005 x global batch / 256 (DINO's AdamW setting)
     teacher_of = {"teacher_backbone": "backbone", "teacher_head": "head"}
-    teacher_backbone: nn.Module
-    teacher_head: nn.Module
 
     def __init__(
         self,
-        backbone: str = "resnet18",
-        backbone_kwargs: dict[str, Any] | None = None,
-        pretrained: bool | str | None = None,
-        small_input: bool | None = None,
-        in_channels: int = 3,
-        num_classes: int | None = None,
+        *,
         hidden_dim: int = 2048,
         bottleneck_dim: int = 256,
         output_dim: int = 65536,
@@ -106,13 +95,8 @@ class DINO(LinearScaledSSL, EMATeacher, L.LightningModule):
         teacher_momentum: float = 0.996,
         final_teacher_momentum: float = 1.0,
         freeze_last_layer: int = 1,
-        optimizer: str | OptimizerFactory = "adamw",
-        lr: float | None = None,
-        weight_decay: float = 0.04,
-        momentum: float = 0.9,
-        warmup_epochs: float = 10.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
         if num_global_views < 2:
             raise ValueError(
                 f"num_global_views must be >= 2, got {num_global_views}: DINO's teacher sees the global "
@@ -130,13 +114,10 @@ class DINO(LinearScaledSSL, EMATeacher, L.LightningModule):
         check_teacher_momentum(teacher_momentum, final_teacher_momentum)
         if freeze_last_layer < 0:
             raise ValueError(f"freeze_last_layer must be >= 0 epochs, got {freeze_last_layer}; DINO uses 1.")
-        check_training_args("DINO", optimizer, lr, warmup_epochs, paper="adamw")
-        self.save_hyperparameters(ignore=["optimizer"] if callable(optimizer) else None)
-        self.keep_optimizer_settings(optimizer, lr, weight_decay, momentum, warmup_epochs)
+        super().__init__(**kwargs)
         self.num_global_views = num_global_views
         self.teacher_momentum, self.final_teacher_momentum = teacher_momentum, final_teacher_momentum
         self.freeze_last_layer = freeze_last_layer
-        self.backbone = make_backbone(backbone, backbone_kwargs, pretrained, small_input, in_channels)
         self.head = DINOHead(
             self.backbone.num_features,
             hidden_dim,
@@ -191,10 +172,6 @@ class DINO(LinearScaledSSL, EMATeacher, L.LightningModule):
         return n_global
 
     # ---- Lightning hooks (optimizer_step updates the teacher) --------------------------------------
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            check_datamodule(self, "DINO", "DINOViews", self.num_global_views, local_views=True)
-
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         views, labels = split_views(batch, "DINO")
         n_global = self.count_global_views(views)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,15 +18,13 @@ from lightning_tl import distributed as dist
 from lightning_tl.heads import ProjectionHead, mlp_blocks, mlp_widths
 from lightning_tl.losses import info_nce_loss
 from lightning_tl.modules._ema import frozen_copy
-from lightning_tl.modules._optim import WarmupCosineOptimizer, scaled_lr
-from lightning_tl.modules._pretrain import FeatureSteps, split_views
-from lightning_tl.modules._pretrained import make_backbone
+from lightning_tl.modules._pretrain import split_views
+from lightning_tl.modules.pretrain_module import PaperOptimizer, PretrainModule
 from lightning_tl.nn.momentum import MemoryQueue, check_momentum, cosine_momentum, update_momentum
 from lightning_tl.nn.shuffle_bn import shuffled_forward
-from lightning_tl.optim import OptimizerFactory
 
 
-class MoCo(FeatureSteps, WarmupCosineOptimizer, L.LightningModule):
+class MoCo(PretrainModule):
     """Self-supervised pre-training with MoCo (v2 defaults).
 
     Batches are ``(views, labels)`` with two (B, C, H, W) views (a two-view recipe, e.g. ``views:
@@ -56,8 +53,6 @@ class MoCo(FeatureSteps, WarmupCosineOptimizer, L.LightningModule):
     ``__init__`` calls :meth:`reset_key_encoder`.
 
     Args:
-        backbone, backbone_kwargs, pretrained, small_input, in_channels, num_classes: as in :class:`SimCLR`
-            (``pretrained``: None/False, True for hub weights, a torchvision weights name, or a file).
         hidden_dim: projection MLP width; None takes the backbone's feature width (MoCo v2: 2048).
         output_dim: key/query width (128 in MoCo).
         head_layers: Linear layers of the head (2 in MoCo v2: Linear-ReLU-Linear; 1 is MoCo v1's linear).
@@ -70,21 +65,18 @@ class MoCo(FeatureSteps, WarmupCosineOptimizer, L.LightningModule):
         symmetric: both views as queries (MoCo v3's symmetrised loss), twice the encoder work.
         shuffle_bn: shuffle the key batch across ranks under DDP (MoCo Sec. 3.3).
         sync_batchnorm: convert batch norms to ``SyncBatchNorm`` (exclusive with ``shuffle_bn``).
-        optimizer: a timm optimizer name or a callable on param groups (SGD in MoCo).
-        lr: learning rate; None = 0.03 x global batch / 256 (MoCo v2's 0.03 at batch 256).
-        weight_decay: on weights with ndim >= 2 (1e-4 in MoCo).
-        momentum: SGD momentum (0.9).
-        warmup_epochs: linear warm-up before cosine decay (MoCo v2: none).
+        **kwargs: the backbone and optimizer arguments of :class:`~lightning_tl.modules.PretrainModule`. The
+            paper's optimizer (their None): SGD (momentum 0.9), weight decay 1e-4, no warm-up; ``lr=None``:
+            0.03 x global batch / 256 (MoCo v2's 0.03 at batch 256), for SGD.
     """
+
+    views_recipe = "MoCoV2Views"
+    paper_optimizer = PaperOptimizer("sgd", weight_decay=1e-4, warmup_epochs=0.0)
+    lr_per_256 = 0.03  # lr=None: 0.03 x global batch / 256 (MoCo v2's SGD setting)
 
     def __init__(
         self,
-        backbone: str = "resnet18",
-        backbone_kwargs: dict[str, Any] | None = None,
-        pretrained: bool | str | None = None,
-        small_input: bool | None = None,
-        in_channels: int = 3,
-        num_classes: int | None = None,
+        *,
         hidden_dim: int | None = None,
         output_dim: int = 128,
         head_layers: int = 2,
@@ -96,13 +88,8 @@ class MoCo(FeatureSteps, WarmupCosineOptimizer, L.LightningModule):
         symmetric: bool = False,
         shuffle_bn: bool = True,
         sync_batchnorm: bool = False,
-        optimizer: str | OptimizerFactory = "sgd",
-        lr: float | None = None,
-        weight_decay: float = 1e-4,
-        momentum: float = 0.9,
-        warmup_epochs: float = 0.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
         if queue_size < 1:
             raise ValueError(
                 f"queue_size must be >= 1, got {queue_size}; set it to a few thousand keys for small data "
@@ -122,17 +109,11 @@ class MoCo(FeatureSteps, WarmupCosineOptimizer, L.LightningModule):
             raise ValueError(
                 "shuffle_bn and sync_batchnorm both fix BN leakage; pick one (set shuffle_bn: false)."
             )
-        if lr is not None and not lr > 0:
-            raise ValueError(f"lr must be > 0 or None (linear scaling), got {lr}.")
-        if warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
-        self.save_hyperparameters(ignore=["optimizer"] if callable(optimizer) else None)
-        self.keep_optimizer_settings(optimizer, lr, weight_decay, momentum, warmup_epochs)
+        super().__init__(**kwargs)
         self.temperature, self.symmetric = temperature, symmetric
         self.key_momentum, self.key_momentum_schedule = key_momentum, key_momentum_schedule
         self.final_key_momentum = final_key_momentum
         self.shuffle_bn, self.sync_batchnorm = shuffle_bn, sync_batchnorm
-        self.backbone = make_backbone(backbone, backbone_kwargs, pretrained, small_input, in_channels)
         width = self.backbone.num_features
         dims = mlp_widths(width, hidden_dim or width, output_dim, head_layers)
         self.projection_head = ProjectionHead(mlp_blocks(dims, hidden_norm=False))  # MoCo v2: no BN
@@ -181,15 +162,10 @@ class MoCo(FeatureSteps, WarmupCosineOptimizer, L.LightningModule):
                 "sync_batchnorm=True needs GPUs under DDP (torch's SyncBatchNorm does not run on CPU); "
                 "use shuffle_bn: true, sync_batchnorm: false on CPU."
             )
+        super().setup(stage)  # two views, >= 2 images a process
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if stage != "fit" or datamodule is None:
             return
-        views = getattr(datamodule, "num_views", None)
-        if views is not None and views < 2:
-            raise ValueError(
-                f"MoCo trains on two views but the datamodule makes {views} per image; give it a two-view "
-                "recipe, e.g. views: {class_path: lightning_tl.augment.MoCoV2Views}."
-            )
         batch = getattr(datamodule, "batch_size", None)
         if batch is not None and batch * dist.world_size() > self.queue.size:
             raise ValueError(
@@ -213,7 +189,3 @@ class MoCo(FeatureSteps, WarmupCosineOptimizer, L.LightningModule):
         self.queue.enqueue(keys[0])  # keys of view 2, from every rank
         self.log("key_momentum", m, batch_size=n)
         return self.training_output(loss, h[0], labels)
-
-    def base_lr(self) -> float:
-        """``lr`` if given, else 0.03 x global batch / 256 (MoCo v2's SGD setting, linearly scaled)."""
-        return scaled_lr(self, self.lr, 0.03)

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 
 from lightning_tl.heads import SimSiamPredictionHead, SimSiamProjectionHead
 from lightning_tl.losses import negative_cosine_loss
-from lightning_tl.modules._pretrained import make_backbone
-from lightning_tl.modules._ssl import LinearScaledSSL, check_training_args, encode_two_views
-from lightning_tl.optim import OptimizerFactory
+from lightning_tl.modules._ssl import encode_two_views
+from lightning_tl.modules.pretrain_module import PaperOptimizer, PretrainModule
 
 
-class SimSiam(LinearScaledSSL, L.LightningModule):
+class SimSiam(PretrainModule):
     """Self-supervised pre-training with SimSiam.
 
     Batches are ``(views, labels)`` with two (B, C, H, W) views (data ``views: SimCLRViews``, or any
@@ -35,45 +33,29 @@ class SimSiam(LinearScaledSSL, L.LightningModule):
     Overridable steps: :meth:`encode`, :meth:`project`, :meth:`predict`, :meth:`compute_loss`.
 
     Args:
-        backbone, backbone_kwargs, pretrained, small_input, in_channels, num_classes: as in
-            :class:`~lightning_tl.modules.SimCLR`.
         hidden_dim: the projector's hidden width (2048).
         output_dim: d, the projection and prediction width (2048).
         projector_layers: Linear layers of the projector (3 in the paper).
         predictor_hidden_dim: the predictor's bottleneck (512, a quarter of ``output_dim``).
-        optimizer: a timm optimizer name or a callable on param groups (SGD in the paper).
-        lr: learning rate; None = 0.05 x global batch / 256 (the paper's SGD setting, Sec. 4).
-        weight_decay: on weights with ndim >= 2 (1e-4).
-        momentum: SGD momentum (0.9).
-        warmup_epochs: linear warm-up before cosine decay (the paper: none).
+        **kwargs: the backbone and optimizer arguments of :class:`~lightning_tl.modules.PretrainModule`. The
+            paper's optimizer (their None): SGD (momentum 0.9), weight decay 1e-4, no warm-up; ``lr=None``:
+            0.05 x global batch / 256 (Sec. 4).
     """
 
+    paper_optimizer = PaperOptimizer("sgd", weight_decay=1e-4, warmup_epochs=0.0)
     views_recipe = "SimCLRViews"
     lr_per_256 = 0.05  # lr=None: 0.05 x global batch / 256 (SimSiam's SGD setting, Sec. 4)
 
     def __init__(
         self,
-        backbone: str = "resnet18",
-        backbone_kwargs: dict[str, Any] | None = None,
-        pretrained: bool | str | None = None,
-        small_input: bool | None = None,
-        in_channels: int = 3,
-        num_classes: int | None = None,
+        *,
         hidden_dim: int = 2048,
         output_dim: int = 2048,
         projector_layers: int = 3,
         predictor_hidden_dim: int = 512,
-        optimizer: str | OptimizerFactory = "sgd",
-        lr: float | None = None,
-        weight_decay: float = 1e-4,
-        momentum: float = 0.9,
-        warmup_epochs: float = 0.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
-        check_training_args("SimSiam", optimizer, lr, warmup_epochs, paper="sgd")
-        self.save_hyperparameters(ignore=["optimizer"] if callable(optimizer) else None)
-        self.keep_optimizer_settings(optimizer, lr, weight_decay, momentum, warmup_epochs)
-        self.backbone = make_backbone(backbone, backbone_kwargs, pretrained, small_input, in_channels)
+        super().__init__(**kwargs)
         width = self.backbone.num_features
         self.projection_head = SimSiamProjectionHead(width, hidden_dim, output_dim, projector_layers)
         self.prediction_head = SimSiamPredictionHead(output_dim, predictor_hidden_dim, output_dim)
@@ -92,7 +74,7 @@ class SimSiam(LinearScaledSSL, L.LightningModule):
         pairs = zip(predictions, reversed(projections), strict=True)
         return torch.stack([negative_cosine_loss(p, z) for p, z in pairs]).mean()
 
-    # ---- Lightning hooks (and setup's data check, from LinearScaledSSL) -----------------------------
+    # ---- Lightning hooks (and setup's data check, from PretrainModule) -----------------------------
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         _, h, labels = encode_two_views(self, batch)  # (2B, F)
         z = self.project(h)  # (2B, D)

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 from torch import Tensor
 
 from lightning_tl.heads import BarlowTwinsProjectionHead
 from lightning_tl.losses import vicreg_loss
-from lightning_tl.modules._pretrained import make_backbone
-from lightning_tl.modules._ssl import LinearScaledSSL, check_training_args, embedding_pair_step
-from lightning_tl.optim import OptimizerFactory
+from lightning_tl.modules._ssl import embedding_pair_step
+from lightning_tl.modules.pretrain_module import PaperOptimizer, PretrainModule
 
 
-class VICReg(LinearScaledSSL, L.LightningModule):
+class VICReg(PretrainModule):
     """Self-supervised pre-training with VICReg.
 
     Batches are ``(views, labels)`` with two (B, C, H, W) views (data ``views: BYOLViews``, or any
@@ -36,31 +34,23 @@ class VICReg(LinearScaledSSL, L.LightningModule):
     Overridable steps: :meth:`encode`, :meth:`project`, :meth:`compute_loss`.
 
     Args:
-        backbone, backbone_kwargs, pretrained, small_input, in_channels, num_classes: as in
-            :class:`~lightning_tl.modules.SimCLR`.
         hidden_dim: the expander's hidden width (8192 in the paper; scale down for tiny backbones).
         output_dim: embedding width D (8192).
         projector_layers: Linear layers of the expander (3).
         sim_weight, var_weight, cov_weight: lambda, mu, nu (25, 25, 1).
         gather_distributed: batch statistics over every rank under DDP (a per-rank loss otherwise).
-        optimizer: a timm optimizer name or a callable on param groups (LARS in the paper).
-        lr: learning rate; None = 0.2 x global batch / 256 (the paper's base rate, linearly scaled).
-        weight_decay: on weights with ndim >= 2 (1e-6).
-        momentum: for SGD-type optimizers (0.9).
-        warmup_epochs: linear warm-up before cosine decay (10 in the paper).
+        **kwargs: the backbone and optimizer arguments of :class:`~lightning_tl.modules.PretrainModule`. The
+            paper's optimizer (their None): LARS, weight decay 1e-6, 10 warm-up epochs; ``lr=None``: 0.2 x
+            global batch / 256 (the paper's base rate, linearly scaled).
     """
 
+    paper_optimizer = PaperOptimizer("lars", weight_decay=1e-6, warmup_epochs=10.0)
     views_recipe = "BYOLViews"
     lr_per_256 = 0.2  # lr=None: 0.2 x global batch / 256 (VICReg's LARS base rate, linearly scaled)
 
     def __init__(
         self,
-        backbone: str = "resnet18",
-        backbone_kwargs: dict[str, Any] | None = None,
-        pretrained: bool | str | None = None,
-        small_input: bool | None = None,
-        in_channels: int = 3,
-        num_classes: int | None = None,
+        *,
         hidden_dim: int = 8192,
         output_dim: int = 8192,
         projector_layers: int = 3,
@@ -68,13 +58,8 @@ class VICReg(LinearScaledSSL, L.LightningModule):
         var_weight: float = 25.0,
         cov_weight: float = 1.0,
         gather_distributed: bool = True,
-        optimizer: str | OptimizerFactory = "lars",
-        lr: float | None = None,
-        weight_decay: float = 1e-6,
-        momentum: float = 0.9,
-        warmup_epochs: float = 10.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
         for name, value in (
             ("sim_weight", sim_weight),
             ("var_weight", var_weight),
@@ -82,12 +67,9 @@ class VICReg(LinearScaledSSL, L.LightningModule):
         ):
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}; VICReg uses 25, 25 and 1.")
-        check_training_args("VICReg", optimizer, lr, warmup_epochs, paper="lars")
-        self.save_hyperparameters(ignore=["optimizer"] if callable(optimizer) else None)
-        self.keep_optimizer_settings(optimizer, lr, weight_decay, momentum, warmup_epochs)
+        super().__init__(**kwargs)
         self.sim_weight, self.var_weight, self.cov_weight = sim_weight, var_weight, cov_weight
         self.gather_distributed = gather_distributed
-        self.backbone = make_backbone(backbone, backbone_kwargs, pretrained, small_input, in_channels)
         width = self.backbone.num_features
         self.projection_head = BarlowTwinsProjectionHead(width, hidden_dim, output_dim, projector_layers)
 
@@ -102,6 +84,6 @@ class VICReg(LinearScaledSSL, L.LightningModule):
             z1, z2, self.sim_weight, self.var_weight, self.cov_weight, gather=self.gather_distributed
         )
 
-    # ---- Lightning hooks (and setup's data check, from LinearScaledSSL) -----------------------------
+    # ---- Lightning hooks (and setup's data check, from PretrainModule) -----------------------------
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return embedding_pair_step(self, batch)

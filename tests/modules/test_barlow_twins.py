@@ -65,7 +65,7 @@ def test_bad_inputs_have_clear_messages(tmp_path: Path) -> None:
         _model(predictor_hidden_dim=64)
     with pytest.raises(ValueError, match="set lr for optimizer='sgd'"):
         _model(lr=None, optimizer="sgd")
-    with pytest.raises(ValueError, match=r"makes supervised ones; set data views"):
+    with pytest.raises(ValueError, match=r"makes 0 views per image .*; set data views"):
         trainer(tmp_path, []).fit(_model(), data(views=None))
     with pytest.raises(ValueError, match="exactly 2 views"):
         _model().training_step(views(4, (16,)), 0)

@@ -107,7 +107,7 @@ def test_bad_inputs_have_clear_messages(tmp_path: Path) -> None:
         _model(final_teacher_momentum=2)
     with pytest.raises(ValueError, match="set lr for optimizer='adamw'"):
         _model(lr=None, optimizer="adamw")
-    with pytest.raises(ValueError, match=r"makes supervised ones; set data views: .*BYOLViews"):
+    with pytest.raises(ValueError, match=r"makes 0 views per image .*; set data views: .*BYOLViews"):
         trainer(tmp_path, []).fit(_model(), data(views=None))
     with pytest.raises(ValueError, match=r"makes 2 global and 2 local views; set data views: .*BYOLViews"):
         trainer(tmp_path, []).fit(_model(), data(views=SimCLRViews(local_views=2)))

@@ -63,7 +63,7 @@ def test_bad_inputs_have_clear_messages(tmp_path: Path) -> None:
         _model(lr=0.0)
     with pytest.raises(ValueError, match="warmup_epochs must be >= 0, got -1"):
         _model(warmup_epochs=-1)
-    with pytest.raises(ValueError, match=r"makes supervised ones; set data views"):
+    with pytest.raises(ValueError, match=r"makes 0 views per image .*; set data views"):
         trainer(tmp_path, []).fit(_model(), data(views=None))
     with pytest.raises(ValueError, match=r"batch_size=1.*batch_size >= 2"):
         trainer(tmp_path, []).fit(_model(), data(batch_size=1))

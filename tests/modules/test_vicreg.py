@@ -70,7 +70,7 @@ def test_bad_inputs_have_clear_messages(tmp_path: Path) -> None:
             _model(**{name: -1})
     with pytest.raises(TypeError, match="predictor_hidden_dim"):  # VICReg has no predictor
         _model(predictor_hidden_dim=64)
-    with pytest.raises(ValueError, match=r"makes supervised ones; set data views"):
+    with pytest.raises(ValueError, match=r"makes 0 views per image .*; set data views"):
         trainer(tmp_path, []).fit(_model(), data(views=None))
     with pytest.raises(ValueError, match="same images in one shape"):
         _model().training_step(views(4, (16, 8)), 0)

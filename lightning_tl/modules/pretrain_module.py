@@ -1,0 +1,141 @@
+"""The base of the self-supervised pre-training modules: the backbone and optimizer arguments they share.
+
+SimCLR, MoCo, BYOL, SimSiam, Barlow Twins, VICReg and DINO each take their method's own arguments and pass
+the rest (``**kwargs``) to :class:`PretrainModule`, which builds the backbone, checks and keeps the
+optimizer settings and saves every argument as a hyperparameter. The CLI (jsonargparse) follows the
+``**kwargs`` into this signature, so ``--model.init_args.backbone`` and ``--help`` list both levels.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, NamedTuple
+
+import lightning as L
+
+from lightning_tl.backbones import Backbone
+from lightning_tl.modules._optim import WarmupCosineOptimizer, scaled_lr
+from lightning_tl.modules._pretrain import FeatureSteps
+from lightning_tl.modules._pretrained import make_backbone
+from lightning_tl.modules._ssl import check_datamodule
+from lightning_tl.optim import OptimizerFactory
+
+
+class PaperOptimizer(NamedTuple):
+    """A method's optimizer as its paper trains it: what ``optimizer`` / ``weight_decay`` /
+    ``warmup_epochs`` = None stand for, and the optimizers ``lr=None``'s batch scaling is meant for."""
+
+    name: str
+    weight_decay: float
+    warmup_epochs: float
+    lr_scales_for: tuple[str, ...] = ()  # () = (name,)
+
+
+class PretrainModule(FeatureSteps, WarmupCosineOptimizer, L.LightningModule):
+    """A self-supervised method: a backbone, the method's heads and loss, one optimizer with warm-up + cosine.
+
+    A method subclasses it with its own arguments and ``**kwargs`` passed on here, sets the class
+    attributes below and builds its heads on ``self.backbone`` (``self.backbone.num_features`` wide)::
+
+        class MyMethod(PretrainModule):
+            paper_optimizer = PaperOptimizer("lars", weight_decay=1e-6, warmup_epochs=10)
+            lr_per_256 = 0.2
+            views_recipe = "SimCLRViews"
+
+            def __init__(self, output_dim: int = 128, **kwargs: Any) -> None:
+                super().__init__(**kwargs)
+                self.head = nn.Linear(self.backbone.num_features, output_dim)
+
+    ``lr=None`` scales ``lr_per_256`` linearly with the global batch (:meth:`base_lr`; SimCLR overrides
+    it with its square-root rule). At fit setup the datamodule is checked to make ``num_global_views``
+    views of the image size (2; None: any number >= 2), smaller local views only with ``local_views``,
+    and >= 2 images a process (the heads' batch norm); ``views_recipe`` names the recipe that error
+    messages suggest. The hyperparameters saved in checkpoints hold the settings in effect, the paper's
+    where an argument was None.
+
+    Args:
+        backbone: ``create_backbone`` name (``"resnet18"``, ``"timm/resnet26"``).
+        backbone_kwargs: extra model arguments for ``create_backbone`` (e.g. timm ResNet ``channels``).
+        pretrained: the backbone's weights, as ``create_backbone`` takes them: None / False random; True
+            the hub weights of ``backbone`` (timm tag, e.g. ``"timm/resnet50.a1_in1k"``, or
+            torchvision's DEFAULT); a torchvision weights name (``"IMAGENET1K_V2"``); or a local file
+            (.safetensors, state dict, timm/torchvision checkpoint, Lightning .ckpt of ours), read
+            without unpickling. At fit start a warning names any difference between the
+            datamodule's mean/std / image size and the hub weights'.
+        small_input: 3x3 stride-1 stem without max-pool, for 8-32 px images (SimCLR, Appendix B.9).
+            None: True without weights; with weights, what they need (hub weights: False; a local
+            file: its own stem).
+        in_channels: image channels; linked from the datamodule by the CLI.
+        num_classes: number of labelled classes, linked from the datamodule; not used for training,
+            kept so evaluation callbacks and subclasses can read it.
+        optimizer: a timm optimizer name (``"lars"``, ``"sgd"``, ``"adamw"``, ...) or a callable taking
+            param groups and returning an optimizer (``class_path: torch.optim.SGD`` in a config);
+            None: the method's paper's (``paper_optimizer``).
+        lr: base learning rate; None scales the paper's rate with the global batch (see the method),
+            meant for the paper's optimizer; set it for other optimizers.
+        weight_decay: applied to weights with ndim >= 2 only; None: the paper's.
+        momentum: for SGD-type optimizers.
+        warmup_epochs: linear warm-up length before cosine decay, in epochs (may be fractional); None:
+            the paper's.
+    """
+
+    backbone: Backbone
+    paper_optimizer: ClassVar[PaperOptimizer]
+    lr_per_256: ClassVar[float]
+    views_recipe: ClassVar[str]
+    num_global_views: int | None = 2  # views of the image size a batch must hold; None: any number >= 2
+    local_views: ClassVar[bool] = False  # whether smaller (multi-crop) views may follow
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        backbone_kwargs: dict[str, Any] | None = None,
+        pretrained: bool | str | None = None,
+        small_input: bool | None = None,
+        in_channels: int = 3,
+        num_classes: int | None = None,
+        optimizer: str | OptimizerFactory | None = None,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        momentum: float = 0.9,
+        warmup_epochs: float | None = None,
+    ) -> None:
+        super().__init__()
+        paper = self.paper_optimizer
+        optimizer = paper.name if optimizer is None else optimizer
+        weight_decay = paper.weight_decay if weight_decay is None else weight_decay
+        warmup_epochs = paper.warmup_epochs if warmup_epochs is None else warmup_epochs
+        self.check_optimizer_settings(optimizer, lr, weight_decay, warmup_epochs)
+        self.save_hyperparameters(ignore=["optimizer"] if callable(optimizer) else None)
+        resolved = {"weight_decay": weight_decay, "warmup_epochs": warmup_epochs}
+        self.hparams.update(resolved if callable(optimizer) else {**resolved, "optimizer": optimizer})
+        self.keep_optimizer_settings(optimizer, lr, weight_decay, momentum, warmup_epochs)
+        self.backbone = make_backbone(backbone, backbone_kwargs, pretrained, small_input, in_channels)
+
+    def check_optimizer_settings(
+        self, optimizer: str | OptimizerFactory, lr: float | None, weight_decay: float, warmup_epochs: float
+    ) -> None:
+        """``lr`` > 0 or None (then only with an optimizer its scaling is meant for), ``weight_decay >= 0``,
+        ``warmup_epochs >= 0``."""
+        method = type(self).__name__
+        if lr is not None and not lr > 0:
+            raise ValueError(f"lr must be > 0 or None (the paper's rate scaled with the batch), got {lr}.")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
+        if not warmup_epochs >= 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
+        scales_for = self.paper_optimizer.lr_scales_for or (self.paper_optimizer.name,)
+        if lr is None and isinstance(optimizer, str) and optimizer.lower() not in scales_for:
+            raise ValueError(
+                f"lr=None scales {method}'s learning rate for {' / '.join(map(repr, scales_for))} (the "
+                f"paper's optimizer); set lr for optimizer={optimizer!r}."
+            )
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            check_datamodule(
+                self, type(self).__name__, self.views_recipe, self.num_global_views, self.local_views
+            )
+
+    def base_lr(self) -> float:
+        """``lr`` if given, else ``lr_per_256`` x global batch / 256 (the papers' linear scaling)."""
+        return scaled_lr(self, self.lr, self.lr_per_256)
