@@ -12,13 +12,23 @@ the same weights for a seed, which is checked) and a supervised encoder (the Sim
 a linear classifier, cross-entropy on the labelled training images, SGD 0.05, the same epochs).
 
 ``python -m benchmarks.ssl_knn --epochs 20 --seeds 0 1 2`` (the defaults; digits on a CPU), ``--epochs 60
---seeds 0 1 2 3 4`` the recipes' own length, ``--data fashion_mnist --epochs 100`` on a GPU. Every run
-reports its wall-clock and process CPU minutes (CPU time is the budget's measure on a shared machine).
+--seeds 0 1 2 3 4`` the recipes' own length. ``--budget`` picks the size of the runs: ``recipe`` (the
+default) runs each recipe as written, which for ``--data fashion_mnist --epochs 100`` is the GPU path
+(a full ResNet-18, 28 px, batch 256, the 55,000 training images: about 17 h a run on 2 CPU cores).
+``python -m benchmarks.ssl_knn --data fashion_mnist --budget cpu --epochs 5 --seeds 0 1 2 3 4`` is the
+Fashion-MNIST table on a CPU: every method and the supervised row get the same budget (``CPU_BUDGET``):
+the digits quickstart's half-width timm ResNet-18 (small input), 16 px images, batch 128, a stratified
+subset of 3,840 training images drawn by each seed (30 steps an epoch), the heads (and MoCo's queue)
+of the method's digits recipe (``HEAD_ARGS``), the Fashion-MNIST recipe otherwise (optimizer, rates,
+temperatures, momentum, views); its KNNMonitor (k=200, tau=0.1, on the 5,000 validation images) with
+``max_bank_size`` at most 10,000; the bank is the training split, here the 3,840-image subset. Every
+run reports its wall-clock and process CPU minutes (CPU time is the budget's measure on a shared machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -63,6 +73,26 @@ EXTRA_ARGS = {
 }
 SUPERVISED = "supervised (cross-entropy)"
 DATA = ("digits", "fashion_mnist")
+BUDGETS = ("recipe", "cpu")
+#: ``--budget cpu`` (Fashion-MNIST): the one CPU-sized setting of every method and of the supervised row.
+CPU_BUDGET: dict[str, Any] = {
+    "backbone": "timm/resnet18",
+    "backbone_kwargs": HALF_WIDTH,
+    "small_input": True,
+    "image_size": 16,
+    "batch_size": 128,
+    "train_subset": 3840,  # 30 steps of 128 an epoch
+    "max_bank_size": 10_000,  # the KNNMonitors' cap (the bank is the training split: here the subset)
+}
+#: Model arguments that size a method's heads (and MoCo's queue): ``--budget cpu`` takes the digits recipe's.
+HEAD_ARGS = (
+    "hidden_dim",
+    "output_dim",
+    "predictor_hidden_dim",
+    "bottleneck_dim",
+    "projector_layers",
+    "queue_size",
+)
 
 
 class SupervisedEncoder(ImageClassifier):
@@ -102,7 +132,51 @@ def _scaled_schedules(recipe: Path, epochs: int) -> list[str]:
     return args
 
 
-def _fit_recipe(method: str, data: str, seed: int, epochs: int, root: str) -> L.Trainer:
+def _is_knn(callback: dict[str, Any]) -> bool:
+    return str(callback["class_path"]).endswith("KNNMonitor")
+
+
+def _capped_bank(init_args: dict[str, Any]) -> dict[str, Any]:
+    """A KNNMonitor's arguments with ``max_bank_size`` at most the CPU budget's."""
+    cap, size = CPU_BUDGET["max_bank_size"], init_args.get("max_bank_size")
+    return {**init_args, "max_bank_size": cap if size is None else min(size, cap)}
+
+
+def _check_budget(data: str, budget: str) -> None:
+    if budget not in BUDGETS:
+        raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
+    if budget == "cpu" and data != "fashion_mnist":
+        raise ValueError(
+            f"--budget cpu sizes the fashion_mnist runs; the {data} recipes are CPU-sized already"
+        )
+
+
+def _budget_args(method: str, data: str, budget: str) -> list[str]:
+    """CLI overrides of a (method, data) run: the CPU budget's backbone, data, heads and kNN bank."""
+    if budget == "recipe":
+        return list(EXTRA_ARGS.get((method, data), []))
+    config = yaml.safe_load(_recipe(method, data).read_text())
+    heads = yaml.safe_load(_recipe(method, "digits").read_text())["model"]["init_args"]
+    callbacks = [
+        {**c, "init_args": _capped_bank(c.get("init_args", {}))} if _is_knn(c) else c
+        for c in config["trainer"]["callbacks"]
+    ]
+    return [
+        f"--model.init_args.backbone={CPU_BUDGET['backbone']}",
+        f"--model.init_args.backbone_kwargs={json.dumps(CPU_BUDGET['backbone_kwargs'])}",
+        f"--model.init_args.small_input={json.dumps(CPU_BUDGET['small_input'])}",
+        *(f"--model.init_args.{name}={heads[name]}" for name in HEAD_ARGS if name in heads),
+        *(
+            f"--data.init_args.{name}={CPU_BUDGET[name]}"
+            for name in ("image_size", "batch_size", "train_subset")
+        ),
+        f"--trainer.callbacks={json.dumps(callbacks)}",  # the whole list: an item cannot be overridden alone
+    ]
+
+
+def _fit_recipe(
+    method: str, data: str, seed: int, epochs: int, root: str, budget: str = "recipe"
+) -> L.Trainer:
     path = _recipe(method, data)
     cli = build_cli(
         [
@@ -117,16 +191,27 @@ def _fit_recipe(method: str, data: str, seed: int, epochs: int, root: str) -> L.
             "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false",
             *_scaled_schedules(path, epochs),
-            *EXTRA_ARGS.get((method, data), []),
+            *_budget_args(method, data, budget),
         ]
     )
     return cli.trainer
 
 
-def _fit_supervised(data: str, seed: int, epochs: int, root: str) -> L.Trainer:
-    """The SimCLR recipe's backbone, data (labelled images, no views) and kNN monitors; SGD 0.05, cosine."""
+def _fit_supervised(data: str, seed: int, epochs: int, root: str, budget: str = "recipe") -> L.Trainer:
+    """The SimCLR recipe's backbone, data (labelled images, no views) and kNN monitors; SGD 0.05, cosine.
+
+    ``budget="cpu"``: the CPU budget's backbone, image size, batch, train subset and kNN bank cap instead.
+    """
     config = yaml.safe_load(_recipe("SimCLR", data).read_text())
     model_args, data_args = config["model"]["init_args"], config["data"]["init_args"]
+    knn_args = [c.get("init_args", {}) for c in config["trainer"]["callbacks"] if _is_knn(c)]
+    if budget == "cpu":
+        model_args = {
+            **model_args,
+            **{k: CPU_BUDGET[k] for k in ("backbone", "backbone_kwargs", "small_input")},
+        }
+        data_args = {**data_args, **{k: CPU_BUDGET[k] for k in ("image_size", "batch_size", "train_subset")}}
+        knn_args = [_capped_bank(a) for a in knn_args]
     L.seed_everything(seed)
     warnings.filterwarnings("ignore", "ImageClassifier: pretrained=None")  # random init is the point
     model = SupervisedEncoder(
@@ -143,11 +228,7 @@ def _fit_supervised(data: str, seed: int, epochs: int, root: str) -> L.Trainer:
         if data == "digits"
         else FashionMNISTDataModule(**kwargs, seed=seed)
     )
-    monitors: list[L.Callback] = [
-        KNNMonitor(**{**c.get("init_args", {}), "every_n_epochs": epochs})
-        for c in config["trainer"]["callbacks"]
-        if c["class_path"].endswith("KNNMonitor")
-    ]
+    monitors: list[L.Callback] = [KNNMonitor(**{**a, "every_n_epochs": epochs}) for a in knn_args]
     trainer = L.Trainer(
         accelerator=config["trainer"].get("accelerator", "auto"),
         devices=1,
@@ -164,17 +245,18 @@ def _fit_supervised(data: str, seed: int, epochs: int, root: str) -> L.Trainer:
     return trainer
 
 
-def run_one(name: str, data: str, seed: int, epochs: int) -> dict[str, Any]:
-    """One training run: correct held-out predictions before/after, their count, minutes, steps."""
+def run_one(name: str, data: str, seed: int, epochs: int, budget: str = "recipe") -> dict[str, Any]:
+    """One training run: correct held-out predictions before/after, their count, minutes, steps, banks."""
     with tempfile.TemporaryDirectory() as tmp:
         wall, cpu = time.perf_counter(), time.process_time()
         if name == SUPERVISED:
-            trainer = _fit_supervised(data, seed, epochs, tmp)
+            trainer = _fit_supervised(data, seed, epochs, tmp, budget)
         else:
-            trainer = _fit_recipe(name, data, seed, epochs, tmp)
+            trainer = _fit_recipe(name, data, seed, epochs, tmp, budget)
         wall, cpu = (time.perf_counter() - wall) / 60, (time.process_time() - cpu) / 60
     datamodule: Any = trainer.datamodule  # type: ignore[attr-defined]
     size = before = after = 0
+    banks = []
     for monitor in (c for c in trainer.callbacks if isinstance(c, KNNMonitor)):  # type: ignore[attr-defined]
         history = dict(monitor.history)
         if max(history) != epochs - 1:
@@ -183,6 +265,8 @@ def run_one(name: str, data: str, seed: int, epochs: int) -> dict[str, Any]:
         size += n
         before += round(history[-1] * n)
         after += round(history[epochs - 1] * n)
+        bank = len(datamodule.labelled_dataset(monitor.bank_split))  # as KNNMonitor._evaluate sizes it
+        banks.append(bank if monitor.max_bank_size is None else min(bank, monitor.max_bank_size))
     return {
         "size": size,
         "before": before,
@@ -190,6 +274,7 @@ def run_one(name: str, data: str, seed: int, epochs: int) -> dict[str, Any]:
         "wall": wall,
         "cpu": cpu,
         "steps": trainer.global_step,
+        "banks": banks,
     }
 
 
@@ -198,10 +283,15 @@ def run(
     epochs: int = EPOCHS,
     methods: Sequence[str] | None = None,
     data: str = "digits",
+    budget: str = "recipe",
 ) -> str:
-    """The table: one row per encoder, held-out errors pooled over ``seeds``, ``epochs`` of training."""
+    """The table: one row per encoder, held-out errors pooled over ``seeds``, ``epochs`` of training.
+
+    ``budget``: "recipe" runs the recipes as written; "cpu" (fashion_mnist only) the ``CPU_BUDGET``.
+    """
     if data not in DATA:
         raise ValueError(f"data must be one of {DATA}, got {data!r}")
+    _check_budget(data, budget)
     period = _monitor_period(data)
     if epochs < period or epochs % period:
         raise ValueError(
@@ -209,7 +299,7 @@ def run(
             f"got {epochs}"
         )
     names = list(methods) if methods is not None else [*METHODS, SUPERVISED]
-    results = {name: [run_one(name, data, seed, epochs) for seed in seeds] for name in names}
+    results = {name: [run_one(name, data, seed, epochs, budget) for seed in seeds] for name in names}
     first = next(iter(results.values()))
     random_errors = [r["size"] - r["before"] for r in first]
     total = sum(r["size"] for r in first)
@@ -235,6 +325,20 @@ def run(
         f"{data_args['batch_size']} each, seeds {', '.join(map(str, seeds))} (each sets the weights and the "
         f"held-out split); weighted kNN errors on the {total // len(seeds)} held-out images of each seed\n\n"
     )
+    if budget == "cpu":
+        knn = next(c.get("init_args", {}) for c in simclr["trainer"]["callbacks"] if _is_knn(c))
+        banks = sorted({b for runs in results.values() for r in runs for b in r["banks"]})
+        steps = sorted({r["steps"] for runs in results.values() for r in runs})
+        cfg, k, tau = CPU_BUDGET, knn.get("k", 200), knn.get("temperature", 0.1)
+        title = (
+            f"{data}, CPU budget (the same for every row): {cfg['backbone']} (half width, small input), "
+            f"{cfg['image_size']} px, a stratified train subset of {cfg['train_subset']} images per seed, "
+            f"{epochs} epochs = {' / '.join(map(str, steps))} steps of batch {cfg['batch_size']}; the digits "
+            f"recipes' heads; seeds {', '.join(map(str, seeds))} (each sets the weights, the train subset "
+            f"and the held-out split); weighted kNN (k={k}, tau={tau}, bank = {' / '.join(map(str, banks))} "
+            f"training images, max_bank_size {cfg['max_bank_size']}) errors on the {total // len(seeds)} "
+            f"held-out images of each seed\n\n"
+        )
     header = [
         "encoder",
         "steps",
@@ -253,6 +357,12 @@ if __name__ == "__main__":
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--methods", nargs="+", choices=[*METHODS, SUPERVISED], default=None)
     parser.add_argument("--data", choices=DATA, default="digits")
+    parser.add_argument(
+        "--budget",
+        choices=BUDGETS,
+        default="recipe",
+        help="recipe: as written; cpu: CPU_BUDGET (fashion_mnist)",
+    )
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # the CLI runs below read their own arguments, not this script's
-    print(run(args.seeds, args.epochs, args.methods, args.data), flush=True)
+    print(run(args.seeds, args.epochs, args.methods, args.data, args.budget), flush=True)
