@@ -82,7 +82,7 @@ class FeatureSteps(DataMismatchCheck, RNGCheckpoint):
     :meth:`training_output`. Every checkpoint carries the RNG states of all ranks so a resumed run
     draws the same random numbers (:class:`~lightning_tl.modules._rng.RNGCheckpoint`), and fit start
     warns about data that does not fit pretrained weights. Mixed in before ``LightningModule``:
-    ``class SimCLR(FeatureSteps, WarmupCosineOptimizer, L.LightningModule)``.
+    ``class PretrainModule(FeatureSteps, WarmupCosineOptimizer, L.LightningModule)``.
     """
 
     backbone: nn.Module
