@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_tl.modules._optim import build_warmup_cosine
+from lightning_tl.modules._optim import build_warmup_cosine, check_optimizer_name
 from lightning_tl.modules._pretrained import DataMismatchCheck, make_backbone, warn_random_backbone
 from lightning_tl.modules._rng import RNGCheckpoint
 from lightning_tl.nn.adapter_merge import merge_adapters
@@ -77,6 +77,7 @@ class AdapterResNet(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
             raise ValueError(f"lr must be > 0, got {lr}")
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        check_optimizer_name(optimizer)  # a typo fails here, not at the first configure_optimizers
         if isinstance(num_classes, int):
             domains = list(domains) if domains is not None else ["default"]
             classes = dict.fromkeys(domains, num_classes)

@@ -124,5 +124,7 @@ def test_pretrained_file_and_bad_input(tmp_path: Path) -> None:
         AdapterResNet(domain_batches="round_robin")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="do not match"):
         AdapterResNet(num_classes={"a": 2}, domains=["b"])
+    with pytest.raises(ValueError, match=r"Unknown optimizer 'sgdd'; timm knows: .*sgd"):
+        AdapterResNet(optimizer="sgdd")
     with pytest.raises(ValueError, match="unknown domain 'c'"):
         model(torch.zeros(1, 1, 8, 8), "c")
