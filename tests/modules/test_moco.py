@@ -9,6 +9,8 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from _ssl_fit import Recorder
+from _ssl_fit import trainer as _trainer
 from torch import nn
 
 from lightning_tl.augment import SimCLRViews
@@ -16,22 +18,8 @@ from lightning_tl.datamodules import DigitsDataModule
 from lightning_tl.losses import info_nce_loss
 from lightning_tl.modules import MoCo
 
-
-class Recorder(L.Callback):
-    """Losses, and after every step the queue, its pointer and the key encoder's state."""
-
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-        self.states: list[dict[str, torch.Tensor]] = []
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, *args: Any
-    ) -> None:
-        self.losses.append(outputs["loss"].item())
-        keep = ("queue.", "key_backbone.", "key_head.")
-        self.states.append(
-            {k: v.detach().clone() for k, v in module.state_dict().items() if k.startswith(keep)}
-        )
+#: What the resume test compares after every step: the queue, its pointer and the key encoder.
+KEPT = ("queue.", "key_backbone.", "key_head.")
 
 
 def _data(views: bool = True, on_device: bool | None = None, **kwargs: Any) -> DigitsDataModule:
@@ -49,24 +37,6 @@ def _model(**kwargs: Any) -> MoCo:
             "queue_size": 40,  # not a multiple of the batch (16): writes wrap mid-batch
             "key_momentum": 0.9,
             "lr": 0.05,
-            **kwargs,
-        }
-    )
-
-
-def _trainer(tmp_path: Path, callbacks: list[L.Callback], **kwargs: Any) -> L.Trainer:
-    return L.Trainer(
-        **{
-            "accelerator": "cpu",
-            "devices": 1,
-            "max_epochs": 2,
-            "limit_train_batches": 3,
-            "limit_val_batches": 0,
-            "logger": False,
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-            "default_root_dir": tmp_path,
-            "callbacks": callbacks,
             **kwargs,
         }
     )
@@ -145,13 +115,13 @@ def test_resume_reproduces_queue_key_encoder_and_losses(
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     schedule = {"key_momentum_schedule": "cosine", "key_momentum": 0.9} if symmetric else {}
-    full = Recorder()
+    full = Recorder(keep=KEPT)
     every = ModelCheckpoint(dirpath=tmp_path, filename="{step}", every_n_train_steps=stop_step, save_top_k=-1)
     L.seed_everything(1)
     _trainer(tmp_path / "full", [full, every]).fit(_model(symmetric=symmetric, **schedule), _data())
     assert len(full.losses) == 6 and all(math.isfinite(x) for x in full.losses)
 
-    resumed = Recorder()
+    resumed = Recorder(keep=KEPT)
     L.seed_everything(123)  # a different global seed must not matter: RNG state comes from the checkpoint
     model = _model(symmetric=symmetric, **schedule)
     _trainer(tmp_path / "b", [resumed], enable_checkpointing=False).fit(

@@ -8,20 +8,12 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from _ssl_fit import Recorder
+from _ssl_fit import trainer as _trainer
 
 from lightning_tl.augment import SimCLRViews
 from lightning_tl.datamodules import DigitsDataModule
 from lightning_tl.modules import SimCLR
-
-
-class LossRecorder(L.Callback):
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, *args: Any
-    ) -> None:
-        self.losses.append(outputs["loss"].item())
 
 
 def _data(views: bool = True, on_device: bool | None = None, **kwargs: Any) -> DigitsDataModule:
@@ -38,24 +30,6 @@ def _model(**kwargs: Any) -> SimCLR:
             "output_dim": 32,
             "warmup_epochs": 1,
             "lr": 0.5,
-            **kwargs,
-        }
-    )
-
-
-def _trainer(tmp_path: Path, callbacks: list[L.Callback], **kwargs: Any) -> L.Trainer:
-    return L.Trainer(
-        **{
-            "accelerator": "cpu",
-            "devices": 1,
-            "max_epochs": 2,
-            "limit_train_batches": 3,
-            "limit_val_batches": 0,
-            "logger": False,
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-            "default_root_dir": tmp_path,
-            "callbacks": callbacks,
             **kwargs,
         }
     )
@@ -80,7 +54,7 @@ def test_training_step_contract_and_learning(tmp_path: Path) -> None:
     assert torch.equal(out["labels"], labels)
     before = [p.detach().clone() for p in model.parameters()]
     loss_before = _batch_loss(model, views)
-    recorder = LossRecorder()
+    recorder = Recorder()
     _trainer(tmp_path, [recorder], max_epochs=4, limit_train_batches=5).fit(model, data)
     assert all(torch.isfinite(torch.tensor(recorder.losses)))
     assert _batch_loss(model, views) < loss_before - 0.05  # the first batch's pairs are now easier to match
@@ -94,7 +68,7 @@ def test_training_step_contract_and_learning(tmp_path: Path) -> None:
 def test_resume_reproduces_uninterrupted_losses(tmp_path: Path, stop_step: int, on_device: bool) -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    full = LossRecorder()
+    full = Recorder()
     every = ModelCheckpoint(dirpath=tmp_path, filename="{step}", every_n_train_steps=stop_step, save_top_k=-1)
     L.seed_everything(1)
     data = _data(on_device=on_device)
@@ -102,7 +76,7 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path: Path, stop_step: int, 
     _trainer(tmp_path / "full", [full, every]).fit(_model(), data)
     assert len(full.losses) == 6
 
-    resumed = LossRecorder()
+    resumed = Recorder()
     L.seed_everything(123)  # a different global seed must not matter: RNG state comes from the checkpoint
     _trainer(tmp_path / "b", [resumed], enable_checkpointing=False).fit(
         _model(), _data(on_device=on_device), ckpt_path=tmp_path / f"step={stop_step}.ckpt"
@@ -163,7 +137,7 @@ def test_warmup_counts_optimizer_steps_per_epoch(tmp_path: Path) -> None:
 @pytest.mark.parametrize("on_device", [True, False])
 def test_overfit_batches_with_either_view_path(tmp_path: Path, on_device: bool) -> None:
     # Lightning swaps our SeededSampler for a SequentialSampler: items are keyed by plain indices
-    recorder = LossRecorder()
+    recorder = Recorder()
     trainer = _trainer(tmp_path, [recorder], max_epochs=2, limit_train_batches=None, overfit_batches=1)
     trainer.fit(_model(), _data(on_device=on_device))
     assert len(recorder.losses) == 2 and all(torch.isfinite(torch.tensor(recorder.losses)))
