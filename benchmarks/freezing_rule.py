@@ -48,7 +48,7 @@ from lightning_tl.modules import ImageClassifier
 SIZE = 16
 NET: dict[str, Any] = {
     "backbone": "timm/resnet18",
-    "model_kwargs": {"channels": [16, 32, 64, 128]},
+    "backbone_kwargs": {"channels": [16, 32, 64, 128]},
     "small_input": True,
     "in_channels": 1,
 }

@@ -40,7 +40,7 @@ from lightning_tl.modules import AdapterResNet, ImageClassifier
 from lightning_tl.nn import inject_adapters, merge_adapters, set_domain
 
 SIZE = 16
-BACKBONE = {"backbone": "timm/resnet18", "model_kwargs": {"channels": [16, 32, 64, 128]}}
+BACKBONE = {"backbone": "timm/resnet18", "backbone_kwargs": {"channels": [16, 32, 64, 128]}}
 OPTIMIZER = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0}
 STEPS, BATCH = 250, 32
 TEST_BATCH, TEST_IMAGES = 250, 1_000

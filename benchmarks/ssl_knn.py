@@ -220,7 +220,7 @@ def _fit_supervised(data: str, seed: int, epochs: int, root: str, budget: str = 
         in_channels=1,
         lr=0.05,
         warmup_epochs=0,
-        model_kwargs=model_args.get("backbone_kwargs"),
+        backbone_kwargs=model_args.get("backbone_kwargs"),
     )
     kwargs = {k: v for k, v in data_args.items() if k != "views"}
     datamodule = (

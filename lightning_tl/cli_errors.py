@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 
 from lightning_tl.datamodules.moved_args import MOVED
+from lightning_tl.modules.backbone_module import RENAMED
 
 _PACKAGE = str(Path(__file__).resolve().parent)
 #: Lines of jsonargparse's reports that say nothing about the mistake.
@@ -57,6 +58,8 @@ def root_cause(error: BaseException) -> str:
     lines = [line for line in str(error).splitlines() if line.strip()]
     kept = [line for line in lines if not line.strip().startswith(_NOISE)]
     message = textwrap.dedent("\n".join(kept or lines)).strip()
-    moved = sorted({key for key in re.findall(r"Option '(\w+)' is not accepted", message) if key in MOVED})
-    hints = [f"'{key}' moved: set it as {MOVED[key]}" for key in moved]
+    # the parser names a refused dict value by its first key: 'model_kwargs.channels'
+    refused = set(re.findall(r"Option '(\w+)[\w.]*' is not accepted", message))
+    hints = [f"'{key}' moved: set it as {MOVED[key]}" for key in sorted(refused & set(MOVED))]
+    hints += [f"'{key}' is now called '{RENAMED[key]}'" for key in sorted(refused & set(RENAMED))]
     return "\n".join([message, *hints])

@@ -1,6 +1,7 @@
 """LightningModules: each composes a backbone, a head and a loss; see each class's overridable steps."""
 
 from lightning_tl.modules.adapter_resnet import AdapterResNet
+from lightning_tl.modules.backbone_module import BackboneModule
 from lightning_tl.modules.barlow_twins import BarlowTwins
 from lightning_tl.modules.byol import BYOL
 from lightning_tl.modules.cdan import CDAN
@@ -8,6 +9,7 @@ from lightning_tl.modules.classifier import ImageClassifier
 from lightning_tl.modules.clip import CLIP
 from lightning_tl.modules.dann import DANN
 from lightning_tl.modules.dino import DINO
+from lightning_tl.modules.finetune_module import FineTuneModule
 from lightning_tl.modules.mcc import MCC
 from lightning_tl.modules.moco import MoCo
 from lightning_tl.modules.pretrain_module import PaperOptimizer, PretrainModule
@@ -23,7 +25,9 @@ __all__ = [
     "DINO",
     "MCC",
     "AdapterResNet",
+    "BackboneModule",
     "BarlowTwins",
+    "FineTuneModule",
     "ImageClassifier",
     "MoCo",
     "PaperOptimizer",

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import lightning as L
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lightning_tl.augment import SeededBatch
-from lightning_tl.modules._pretrained import DataMismatchCheck
-from lightning_tl.modules._rng import RNGCheckpoint
+from lightning_tl.backbones import Backbone
 
 
 def check_not_raw_views(batch: Any, method: str) -> None:
@@ -73,19 +73,17 @@ def encode_by_size(encode: Callable[[Tensor], Tensor], views: list[Tensor]) -> T
     return torch.cat([f for f in features if f is not None])  # (V*B, F)
 
 
-class FeatureSteps(DataMismatchCheck, RNGCheckpoint):
-    """Evaluation steps, training-step output and checkpoint hooks of a pre-training module.
+class FeatureSteps(L.LightningModule):
+    """Evaluation steps and training-step output of a pre-training module.
 
     :meth:`encode` (the backbone by default) gives the representation; ``forward`` is :meth:`encode`.
     Validation, test and predict batches ``(x, labels)`` yield ``{"features", "labels"}`` for the
     evaluation callbacks (and ``lightning-tl predict`` exports them); a training step ends with
-    :meth:`training_output`. Every checkpoint carries the RNG states of all ranks so a resumed run
-    draws the same random numbers (:class:`~lightning_tl.modules._rng.RNGCheckpoint`), and fit start
-    warns about data that does not fit pretrained weights. Mixed in before ``LightningModule``:
-    ``class PretrainModule(FeatureSteps, WarmupCosineOptimizer, L.LightningModule)``.
+    :meth:`training_output`. Mixed in first:
+    ``class PretrainModule(FeatureSteps, WarmupCosineOptimizer, BackboneModule)``.
     """
 
-    backbone: nn.Module
+    backbone: Backbone
 
     def encode(self, x: Tensor) -> Tensor:
         """Images (B, C, H, W) -> representation (B, F) of the backbone: what downstream tasks use."""

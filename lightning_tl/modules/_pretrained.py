@@ -51,12 +51,13 @@ def make_backbone(
     )
 
 
-def warn_random_backbone(module: str, backbone: str, purpose: str) -> None:
-    """Warn that ``pretrained=None`` leaves the backbone of a fine-tuning ``module`` random."""
+def warn_random_backbone(module: str, backbone: str, purpose: str, stacklevel: int = 3) -> None:
+    """Warn that ``pretrained=None`` leaves the backbone of a fine-tuning ``module`` random
+    (``stacklevel`` counts from this function: 3 points at the caller of the caller)."""
     warnings.warn(
         f"{module}: pretrained=None, the {backbone} is randomly initialised; pass pretrained=True (hub "
         f"weights), a torchvision weights name or a local weight file to {purpose} pre-trained features.",
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
 
 

@@ -13,33 +13,23 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import lightning as L
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_tl.modules._optim import build_warmup_cosine, check_optimizer_name
-from lightning_tl.modules._pretrained import DataMismatchCheck, make_backbone, warn_random_backbone
-from lightning_tl.modules._rng import RNGCheckpoint
+from lightning_tl.modules.finetune_module import FineTuneModule
 from lightning_tl.nn.adapter_merge import merge_adapters
 from lightning_tl.nn.adapters import AdapterKind, inject_adapters
 from lightning_tl.nn.domains import domain_parameter_count, set_domain
-from lightning_tl.optim import create_optimizer
 
 DomainBatches = Literal["mix", "alternate"]
 
 
-class AdapterResNet(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
+class AdapterResNet(FineTuneModule):
     """A ResNet from :func:`~lightning_tl.backbones.create_backbone` with residual adapters per domain.
 
     Args:
         backbone: a torchvision or timm ResNet name (``"resnet18"``, ``"timm/resnet26"``).
-        pretrained: the backbone's weights, as in :class:`~lightning_tl.modules.PretrainModule`: None / False
-            random (None warns), True the hub weights of ``backbone``, a torchvision weights name or a
-            local file; at fit start a warning names data that does not fit hub weights.
-        small_input: 3x3 stride-1 stem without max-pool, for 8-32 px images. None: True without
-            weights; with weights, what they need (hub weights: False; a local file: its own stem).
-        in_channels: image channels (linked from the datamodule by the CLI).
         num_classes: classes per domain, ``{domain: n}`` (linked from a MultiDomainDataModule), or
             one int for every domain in ``domains``.
         domains: domain names; None: the keys of ``num_classes``, or ``["default"]``.
@@ -48,36 +38,28 @@ class AdapterResNet(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
             domain's loss per batch; ``"alternate"``: one step per domain in turn (manual
             optimisation; ``trainer.global_step`` counts domain steps; under DDP each backward
             touches one domain's parameters, so use ``strategy="ddp_find_unused_parameters_true"``).
-        optimizer, lr, weight_decay, momentum, warmup_epochs: timm optimizer over the trainable
-            parameters, no weight decay on 1-D ones, per-step warm-up and cosine decay.
-        model_kwargs: extra constructor arguments of the ResNet (see ``create_backbone``).
+        lr: the learning rate of the trainable parameters (adapters, BN, heads).
+        **kwargs: the backbone and the rest of the optimizer (``backbone_kwargs``, ``pretrained``,
+            ``small_input``, ``in_channels``, ``optimizer``, ``weight_decay``, ``momentum``,
+            ``warmup_epochs``): see :class:`~lightning_tl.modules.FineTuneModule`. One timm optimizer
+            over the trainable parameters, no weight decay on 1-D ones, per-step warm-up then cosine.
     """
+
+    random_backbone = ("frozen backbone", "adapt")
 
     def __init__(
         self,
         backbone: str = "resnet18",
-        pretrained: bool | str | None = None,
-        small_input: bool | None = None,
-        in_channels: int = 3,
+        *,
         num_classes: int | dict[str, int] = 10,
         domains: list[str] | None = None,
         kind: AdapterKind = "parallel",
         domain_batches: DomainBatches = "mix",
-        optimizer: str = "sgd",
         lr: float = 0.1,
-        weight_decay: float = 5e-4,
-        momentum: float = 0.9,
-        warmup_epochs: float = 0.0,
-        model_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
         if domain_batches not in ("mix", "alternate"):
             raise ValueError(f"domain_batches must be 'mix' or 'alternate', got {domain_batches!r}")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        if warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
-        check_optimizer_name(optimizer)  # a typo fails here, not at the first configure_optimizers
         if isinstance(num_classes, int):
             domains = list(domains) if domains is not None else ["default"]
             classes = dict.fromkeys(domains, num_classes)
@@ -88,10 +70,7 @@ class AdapterResNet(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
                     f"domains {list(domains)} do not match the domains of num_classes {list(classes)}; "
                     "drop domains (they follow num_classes) or list the same names in the same order"
                 )
-        self.save_hyperparameters()
-        if pretrained is None:
-            warn_random_backbone("AdapterResNet", "frozen backbone", "adapt")
-        self.backbone = make_backbone(backbone, model_kwargs, pretrained, small_input, in_channels)
+        super().__init__(backbone=backbone, lr=lr, **kwargs)
         self.backbone_params = sum(p.numel() for p in self.backbone.parameters())
         inject_adapters(self.backbone, kind, list(classes), num_classes=classes)
         self.domains = list(classes)
@@ -179,9 +158,3 @@ class AdapterResNet(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         return self._domain_loss(self.domains[dataloader_idx], batch, "test")
-
-    def configure_optimizers(self) -> Any:
-        hp: Any = self.hparams
-        optimizer = create_optimizer(self, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
-        scheduler = build_warmup_cosine(self, optimizer, hp.warmup_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

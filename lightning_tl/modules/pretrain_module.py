@@ -1,22 +1,20 @@
-"""The base of the self-supervised pre-training modules: the backbone and optimizer arguments they share.
+"""The base of the self-supervised pre-training modules: the optimizer arguments they share.
 
 SimCLR, MoCo, BYOL, SimSiam, Barlow Twins, VICReg and DINO each take their method's own arguments and pass
-the rest (``**kwargs``) to :class:`PretrainModule`, which builds the backbone, checks and keeps the
-optimizer settings and saves every argument as a hyperparameter. The CLI (jsonargparse) follows the
-``**kwargs`` into this signature, so ``--model.init_args.backbone`` and ``--help`` list both levels.
+the rest (``**kwargs``) to :class:`PretrainModule`, which resolves and checks the optimizer settings and
+passes the backbone's on to :class:`~lightning_tl.modules.BackboneModule` (which builds the backbone and
+saves every argument as a hyperparameter). The CLI (jsonargparse) follows the ``**kwargs`` through the
+levels, so ``--model.init_args.backbone`` and ``--help`` list them all.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, NamedTuple
 
-import lightning as L
-
-from lightning_tl.backbones import Backbone
 from lightning_tl.modules._optim import WarmupCosineOptimizer, scaled_lr
 from lightning_tl.modules._pretrain import FeatureSteps
-from lightning_tl.modules._pretrained import make_backbone
 from lightning_tl.modules._ssl import check_datamodule
+from lightning_tl.modules.backbone_module import BackboneModule
 from lightning_tl.optim import OptimizerFactory
 
 
@@ -30,7 +28,7 @@ class PaperOptimizer(NamedTuple):
     lr_scales_for: tuple[str, ...] = ()  # () = (name,)
 
 
-class PretrainModule(FeatureSteps, WarmupCosineOptimizer, L.LightningModule):
+class PretrainModule(FeatureSteps, WarmupCosineOptimizer, BackboneModule):
     """A self-supervised method: a backbone, the method's heads and loss, one optimizer with warm-up + cosine.
 
     A method subclasses it with its own arguments and ``**kwargs`` passed on here, sets the class
@@ -53,18 +51,6 @@ class PretrainModule(FeatureSteps, WarmupCosineOptimizer, L.LightningModule):
     where an argument was None.
 
     Args:
-        backbone: ``create_backbone`` name (``"resnet18"``, ``"timm/resnet26"``).
-        backbone_kwargs: extra model arguments for ``create_backbone`` (e.g. timm ResNet ``channels``).
-        pretrained: the backbone's weights, as ``create_backbone`` takes them: None / False random; True
-            the hub weights of ``backbone`` (timm tag, e.g. ``"timm/resnet50.a1_in1k"``, or
-            torchvision's DEFAULT); a torchvision weights name (``"IMAGENET1K_V2"``); or a local file
-            (.safetensors, state dict, timm/torchvision checkpoint, Lightning .ckpt of ours), read
-            without unpickling. At fit start a warning names any difference between the
-            datamodule's mean/std / image size and the hub weights'.
-        small_input: 3x3 stride-1 stem without max-pool, for 8-32 px images (SimCLR, Appendix B.9).
-            None: True without weights; with weights, what they need (hub weights: False; a local
-            file: its own stem).
-        in_channels: image channels; linked from the datamodule by the CLI.
         num_classes: number of labelled classes, linked from the datamodule; not used for training,
             kept so evaluation callbacks and subclasses can read it.
         optimizer: a timm optimizer name (``"lars"``, ``"sgd"``, ``"adamw"``, ...) or a callable taking
@@ -76,9 +62,10 @@ class PretrainModule(FeatureSteps, WarmupCosineOptimizer, L.LightningModule):
         momentum: for SGD-type optimizers.
         warmup_epochs: linear warm-up length before cosine decay, in epochs (may be fractional); None:
             the paper's.
+        **kwargs: the backbone (``backbone``, ``backbone_kwargs``, ``pretrained``, ``small_input``,
+            ``in_channels``): see :class:`~lightning_tl.modules.BackboneModule`.
     """
 
-    backbone: Backbone
     paper_optimizer: ClassVar[PaperOptimizer]
     lr_per_256: ClassVar[float]
     views_recipe: ClassVar[str]
@@ -87,29 +74,23 @@ class PretrainModule(FeatureSteps, WarmupCosineOptimizer, L.LightningModule):
 
     def __init__(
         self,
-        backbone: str = "resnet18",
-        backbone_kwargs: dict[str, Any] | None = None,
-        pretrained: bool | str | None = None,
-        small_input: bool | None = None,
-        in_channels: int = 3,
         num_classes: int | None = None,
         optimizer: str | OptimizerFactory | None = None,
         lr: float | None = None,
         weight_decay: float | None = None,
         momentum: float = 0.9,
         warmup_epochs: float | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
         paper = self.paper_optimizer
         optimizer = paper.name if optimizer is None else optimizer
         weight_decay = paper.weight_decay if weight_decay is None else weight_decay
         warmup_epochs = paper.warmup_epochs if warmup_epochs is None else warmup_epochs
         self.check_optimizer_settings(optimizer, lr, weight_decay, warmup_epochs)
-        self.save_hyperparameters(ignore=["optimizer"] if callable(optimizer) else None)
-        resolved = {"weight_decay": weight_decay, "warmup_epochs": warmup_epochs}
-        self.hparams.update(resolved if callable(optimizer) else {**resolved, "optimizer": optimizer})
+        super().__init__(**kwargs)  # saves the hyperparameters: the resolved values above, not None
+        if callable(optimizer):  # a factory is code, not a setting: keep it out of checkpoints
+            self.save_hyperparameters(ignore=["optimizer"])
         self.keep_optimizer_settings(optimizer, lr, weight_decay, momentum, warmup_epochs)
-        self.backbone = make_backbone(backbone, backbone_kwargs, pretrained, small_input, in_channels)
 
     def check_optimizer_settings(
         self, optimizer: str | OptimizerFactory, lr: float | None, weight_decay: float, warmup_epochs: float

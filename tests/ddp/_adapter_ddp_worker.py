@@ -36,7 +36,7 @@ def main(mode: str, out: Path) -> None:
             in_channels=1,
             num_classes={"a": 10, "b": 10},
             domain_batches=mode,  # type: ignore[arg-type]
-            model_kwargs={"channels": [8, 16, 16, 16], "layers": [1, 1, 1, 1]},
+            backbone_kwargs={"channels": [8, 16, 16, 16], "layers": [1, 1, 1, 1]},
         )
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     data = MultiDomainDataModule(

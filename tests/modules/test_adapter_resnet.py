@@ -40,7 +40,7 @@ def _data() -> MultiDomainDataModule:
 def _model(**kwargs: Any) -> AdapterResNet:
     args = {
         "backbone": "timm/resnet18",
-        "model_kwargs": TINY,
+        "backbone_kwargs": TINY,
         "in_channels": 1,
         "num_classes": {"a": 10, "b": 10},
     }
@@ -115,7 +115,9 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path, domain_batches: str
 def test_pretrained_file_and_bad_input(tmp_path: Path) -> None:
     backbone = create_backbone("timm/resnet18", small_input=True, in_chans=1, model_kwargs=TINY)
     torch.save(backbone.state_dict(), tmp_path / "w.pt")
-    model = AdapterResNet("timm/resnet18", str(tmp_path / "w.pt"), in_channels=1, model_kwargs=TINY)
+    model = AdapterResNet(
+        "timm/resnet18", pretrained=str(tmp_path / "w.pt"), in_channels=1, backbone_kwargs=TINY
+    )
     conv = model.backbone.model.layer1[0].conv1.conv
     assert torch.equal(conv.weight, backbone.model.layer1[0].conv1.weight)
     x = torch.randn(2, 1, 8, 8)

@@ -99,6 +99,12 @@ def test_optimizer_callable_and_param_groups(tmp_path: Path) -> None:
     from functools import partial
 
     model = _model(optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9))
+    # a factory is code, not a setting: not in the saved (or logged) hyperparameters
+    assert "optimizer" not in model.hparams and "optimizer" not in model.hparams_initial
+    assert (
+        model.hparams["weight_decay"] == 1e-6
+        and model.hparams_initial["backbone"] == model.hparams["backbone"]
+    )
     _trainer(tmp_path, [], max_epochs=1, limit_train_batches=1).fit(model, _data())
     optimizer = model.trainer.optimizers[0]
     assert isinstance(optimizer, torch.optim.SGD)

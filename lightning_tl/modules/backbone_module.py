@@ -1,0 +1,74 @@
+"""The base of every module built on one ``create_backbone`` backbone: the arguments that make it.
+
+:class:`~lightning_tl.modules.PretrainModule` (the self-supervised methods) and
+:class:`~lightning_tl.modules.FineTuneModule` (ImageClassifier, AdapterResNet) take their own arguments and
+pass the rest (``**kwargs``) down to :class:`BackboneModule`, which builds ``self.backbone`` and saves the
+arguments of every level as hyperparameters. The CLI (jsonargparse) follows the ``**kwargs`` through the
+levels, so ``--model.init_args.backbone_kwargs`` and ``--help`` list them all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+from lightning_tl.backbones import Backbone
+from lightning_tl.modules._pretrained import DataMismatchCheck, make_backbone
+from lightning_tl.modules._rng import RNGCheckpoint
+
+#: Module arguments that were renamed: old name -> the name to use.
+RENAMED: dict[str, str] = {"model_kwargs": "backbone_kwargs"}
+
+
+def check_renamed_args(owner: str, removed: dict[str, Any]) -> None:
+    """Raise TypeError for keyword arguments ``owner`` does not take, naming the new name of renamed ones."""
+    if not removed:
+        return
+    key = sorted(removed)[0]
+    if key in RENAMED:
+        raise TypeError(
+            f"{owner} has no argument {key!r} any more; it is called {RENAMED[key]!r}: pass "
+            f"{RENAMED[key]}={removed[key]!r}"
+        )
+    raise TypeError(f"{owner} got an unexpected keyword argument {key!r}")
+
+
+class BackboneModule(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
+    """A LightningModule on a backbone from :func:`~lightning_tl.backbones.create_backbone`.
+
+    The hyperparameters are saved here, from the arguments of every ``__init__`` of the subclass chain
+    as they stand when the chain reaches this one: a subclass that resolves a default (None = the
+    paper's value) before calling ``super().__init__`` saves the value in effect. Checkpoints carry
+    every rank's RNG states, and at fit start a warning names data that does not fit hub weights.
+
+    Args:
+        backbone: ``create_backbone`` name (``"resnet18"``, ``"timm/resnet26"``).
+        backbone_kwargs: extra constructor arguments of the backbone (e.g. timm ResNet ``channels``).
+        pretrained: the backbone's weights, as ``create_backbone`` takes them: None / False random; True
+            the hub weights of ``backbone`` (timm tag, e.g. ``"timm/resnet50.a1_in1k"``, or
+            torchvision's DEFAULT); a torchvision weights name (``"IMAGENET1K_V2"``); or a local file
+            (.safetensors, state dict, timm/torchvision checkpoint, Lightning .ckpt of ours), read
+            without unpickling. At fit start a warning names any difference between the
+            datamodule's mean/std / image size and the hub weights'.
+        small_input: 3x3 stride-1 stem without max-pool, for 8-32 px images (SimCLR, Appendix B.9).
+            None: True without weights; with weights, what they need (hub weights: False; a local
+            file: its own stem).
+        in_channels: image channels; linked from the datamodule by the CLI.
+    """
+
+    backbone: Backbone
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        backbone_kwargs: dict[str, Any] | None = None,
+        pretrained: bool | str | None = None,
+        small_input: bool | None = None,
+        in_channels: int = 3,
+        **removed: Any,
+    ) -> None:
+        super().__init__()
+        check_renamed_args(type(self).__name__, removed)
+        self.save_hyperparameters()
+        self.backbone = make_backbone(backbone, backbone_kwargs, pretrained, small_input, in_channels)
