@@ -138,18 +138,14 @@ class KNNMonitor(Callback):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if k < 1:
-            raise ValueError(f"Expected k >= 1, got k={k}.")
+        counts = {"k": (k, 1), "every_n_epochs": (every_n_epochs, 1), "batch_size": (batch_size, 1)}
+        for name, (value, least) in {**counts, "num_workers": (num_workers, 0)}.items():
+            if value < least:
+                raise ValueError(f"Expected {name} >= {least}, got {name}={value}.")
         if temperature <= 0:
             raise ValueError(f"Expected temperature > 0, got temperature={temperature}.")
-        if every_n_epochs < 1:
-            raise ValueError(f"Expected every_n_epochs >= 1, got every_n_epochs={every_n_epochs}.")
         if max_bank_size is not None and max_bank_size < k:
             raise ValueError(f"Expected max_bank_size >= k={k} or None, got max_bank_size={max_bank_size}.")
-        if batch_size < 1:
-            raise ValueError(f"Expected batch_size >= 1, got batch_size={batch_size}.")
-        if num_workers < 0:
-            raise ValueError(f"Expected num_workers >= 0, got num_workers={num_workers}.")
         if not log_name:
             raise ValueError("Expected a non-empty log_name.")
         self.k = k

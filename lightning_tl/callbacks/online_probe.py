@@ -83,13 +83,9 @@ class OnlineLinearProbe(StepFeaturesCallback):
             raise ValueError(f"Expected weight_decay >= 0, got weight_decay={weight_decay}.")
         if not log_prefix:
             raise ValueError("Expected a non-empty log_prefix.")
-        self.num_classes = num_classes
-        self.feature_dim = feature_dim
-        self.lr = lr
-        self.optimizer_name = optimizer
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.log_prefix = log_prefix
+        self.num_classes, self.feature_dim, self.log_prefix = num_classes, feature_dim, log_prefix
+        # the probe's own optimizer, apart from the module's
+        self.optimizer_name, self.lr, self.momentum, self.weight_decay = optimizer, lr, momentum, weight_decay
         self.probe: nn.Linear | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self._pending_optimizer_state: dict[str, Any] | None = None
