@@ -231,24 +231,19 @@ def test_user_subclass_trains_through_cli(tmp_path: Path) -> None:
 
 
 def test_unknown_key_is_reported(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lightning_tl",
-            "fit",
-            "--config",
-            str(ROOT / "recipes/simclr/digits.yaml"),
-            "--model.init_args.temprature=0.1",
-            *_run_dir(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _run("fit", "--recipe", "simclr/digits", "--model.init_args.temprature=0.1", *_run_dir(tmp_path))
     assert proc.returncode == 2
     assert "Option 'temprature' is not accepted" in proc.stderr
     assert "usage:" not in proc.stderr and "Given value" not in proc.stderr
+
+
+def test_renamed_key_names_its_new_name(tmp_path: Path) -> None:
+    """ImageClassifier's and AdapterResNet's ``model_kwargs`` is ``backbone_kwargs`` now (a dict value:
+    the parser names the refused key as 'model_kwargs.channels')."""
+    old = "--model.init_args.model_kwargs={'channels': [8, 8, 16, 16]}"
+    proc = _run("fit", "--recipe", "finetune/fashion_mnist_partial", old, *_run_dir(tmp_path))
+    assert proc.returncode == 2
+    assert "'model_kwargs' is now called 'backbone_kwargs'" in proc.stderr
 
 
 def test_print_config_resolves_recipe() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -97,23 +95,3 @@ def test_cli_follows_kwargs_into_the_shared_arguments(tmp_path: Path) -> None:
     assert model.weight_decay == 0.001 and model.hparams["kind"] == "series"
     assert model.hparams["in_channels"] == 1  # linked from the datamodule into the base's argument
     assert model.backbone.num_features == 16
-
-
-def test_cli_names_the_new_name_of_model_kwargs(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lightning_tl",
-            "fit",
-            "--config",
-            str(ROOT / "recipes/finetune/fashion_mnist_partial.yaml"),
-            f"--model.init_args.model_kwargs={NARROW}",
-            f"--trainer.default_root_dir={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 2
-    assert "'model_kwargs' is now called 'backbone_kwargs'" in proc.stderr
