@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from _ssl_fit import TINY, Recorder, assert_same_run, data, fit_and_resume, trainer, views
+from _ssl_fit import TINY, Recorder, assert_same_run, checked_step, data, fit_and_resume, trainer, views
 from torch import nn
 
 from lightning_tl.augment import SimCLRViews
@@ -25,15 +25,11 @@ def _model(**kwargs: Any) -> BYOL:
 def test_training_step_contract_and_symmetric_loss() -> None:
     torch.manual_seed(0)
     model = _model()
-    (v1, v2), labels = views(8)
-    out = model.training_step(([v1, v2], labels), 0)
-    assert out["loss"].ndim == 0 and out["loss"].requires_grad
-    assert out["features"].shape == (8, model.backbone.num_features) and not out["features"].requires_grad
-    assert torch.equal(out["labels"], labels)
+    out, both = checked_step(model)
     # L + L~ of the paper: 2 - 2 cos between each view's online prediction and the other view's target
     with torch.no_grad():
-        p = model.predict(model.project(model.encode(torch.cat([v1, v2])))).split(8)
-        t = model.teacher_head(model.teacher_backbone(torch.cat([v1, v2]))).split(8)
+        p = model.predict(model.project(model.encode(both))).split(8)
+        t = model.teacher_head(model.teacher_backbone(both)).split(8)
     expected = sum((2 - 2 * F.cosine_similarity(p[i], t[1 - i])).mean() for i in (0, 1))
     torch.testing.assert_close(out["loss"].detach(), expected)
     # the teacher gets no gradient; backbone, projector and predictor do

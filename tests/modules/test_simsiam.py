@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from _ssl_fit import TINY, Recorder, data, trainer, views
+from _ssl_fit import TINY, Recorder, checked_step, data, trainer, views
 
 from lightning_tl.modules import SimSiam
 
@@ -21,14 +21,10 @@ def _model(**kwargs: Any) -> SimSiam:
 def test_training_step_contract_and_stop_gradient() -> None:
     torch.manual_seed(0)
     model = _model()
-    (v1, v2), labels = views(8)
-    out = model.training_step(([v1, v2], labels), 0)
-    assert out["loss"].ndim == 0 and out["loss"].requires_grad
-    assert out["features"].shape == (8, model.backbone.num_features) and not out["features"].requires_grad
-    assert torch.equal(out["labels"], labels)
+    out, both = checked_step(model)
     # D(p1, z2) / 2 + D(p2, z1) / 2 with D the negative cosine similarity (Eq. 1-2)
     with torch.no_grad():
-        z = model.project(model.encode(torch.cat([v1, v2])))
+        z = model.project(model.encode(both))
         p = model.predict(z)
     z1, z2 = z.split(8)
     p1, p2 = p.split(8)

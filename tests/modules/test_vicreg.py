@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from _ssl_fit import TINY, Recorder, data, trainer, views
+from _ssl_fit import TINY, assert_learns, checked_step, data, trainer, views
 
 from lightning_tl.modules import VICReg
 
@@ -36,32 +36,16 @@ def _reference(z1: torch.Tensor, z2: torch.Tensor, lam: float, mu: float, nu: fl
 def test_training_step_contract_and_loss() -> None:
     torch.manual_seed(0)
     model = _model(sim_weight=10.0, var_weight=20.0, cov_weight=3.0)
-    (v1, v2), labels = views(8)
-    out = model.training_step(([v1, v2], labels), 0)
-    assert out["loss"].ndim == 0 and out["loss"].requires_grad
-    assert out["features"].shape == (8, model.backbone.num_features) and not out["features"].requires_grad
-    assert torch.equal(out["labels"], labels)
+    out, both = checked_step(model)
     with torch.no_grad():
-        z1, z2 = model.project(model.encode(torch.cat([v1, v2]))).split(8)
+        z1, z2 = model.project(model.encode(both)).split(8)
     torch.testing.assert_close(out["loss"].detach(), _reference(z1, z2, 10.0, 20.0, 3.0))
 
 
 def test_learns_on_a_fixed_batch(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = _model()
-    batch = views(16)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(8):
-        loss = model.training_step(batch, 0)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.8 * losses[0]
-    recorder = Recorder()
-    trainer(tmp_path, [recorder], max_epochs=1, limit_train_batches=2).fit(_model(lr=None), data())
-    assert all(torch.isfinite(torch.tensor(recorder.losses)))
+    # in the Trainer: the paper's LARS with lr from the batch size
+    assert_learns(_model(), tmp_path, trained=_model(lr=None))
 
 
 def test_bad_inputs_have_clear_messages(tmp_path: Path) -> None:
