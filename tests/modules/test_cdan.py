@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from torch import Tensor, nn
+from _da_fit import X_S, X_T, Y_S, TinyBackbone, assert_resumes_exactly
+from torch import Tensor
 
-from lightning_tl.datamodules import DigitsDataModule, DomainAdaptationDataModule
-from lightning_tl.datamodules.blended import DigitsMDataModule
 from lightning_tl.modules import CDAN, DANN
 from lightning_tl.modules.cdan import cdan_entropy_weights
 from lightning_tl.nn import MultilinearMap, SmallConvNet, multilinear_map
@@ -96,19 +92,6 @@ def test_cdan_e_weights_sum_to_one_in_each_domain() -> None:
 
 
 # ---- the module's step by hand ----------------------------------------------------------------
-class TinyBackbone(nn.Module):
-    """f = w . flatten(x): one feature, so every gradient can be written by hand."""
-
-    num_features = 1
-
-    def __init__(self, inputs: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(inputs, 1, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear(x.flatten(1))  # (B, 1)
-
-
 W, U, C, A, B = [0.5, -1.0, 2.0], [[1.5], [-0.5]], [0.1, -0.2], [[0.8, -0.6]], [-0.3]
 
 
@@ -124,11 +107,6 @@ def _tiny_cdan(coeff: float, **kwargs: Any) -> CDAN:
         model.domain_classifier.layers[0].bias.copy_(torch.tensor(B))
     model.grl.coeff.fill_(coeff)
     return model
-
-
-X_S = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 1.0]]).view(2, 3, 1, 1)
-Y_S = torch.tensor([0, 1])
-X_T = torch.tensor([[2.0, 0.0, -1.0], [1.0, 1.0, 1.0], [-0.5, 0.5, 0.0]]).view(3, 3, 1, 1)
 
 
 def _reference(entropy: bool, detach: bool) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -260,83 +238,7 @@ def test_bad_arguments() -> None:
         multilinear_map(torch.randn(2, 4), torch.randn(3, 3))
 
 
-# ---- training runs: no target labels, exact resume (MCC's tests use these helpers too) -----------
-class LabelsForbidden:
-    """A target train split whose labels must not be read."""
-
-    def __init__(self, source: Any) -> None:
-        self.source = source
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def image(self, index: int) -> Tensor:
-        return self.source.image(index)
-
-    def label(self, index: int) -> int:
-        raise AssertionError("a target train label was read")
-
-
-class Record(Callback):
-    """(global_step, coefficient, loss) of every training batch; stops after ``stop`` optimizer steps."""
-
-    def __init__(self, stop: int | None) -> None:
-        self.stop = stop
-        self.rows: list[tuple[int, float, float]] = []
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int
-    ) -> None:
-        coeff = float(pl_module.grl.coeff) if hasattr(pl_module, "grl") else 0.0
-        self.rows.append((trainer.global_step, coeff, float(outputs["loss"])))
-        if self.stop is not None and trainer.global_step >= self.stop:
-            trainer.should_stop = True
-
-
-TOTAL = 6
-
-
-def fit_adaptation(
-    make: Callable[[], L.LightningModule], tmp_path: Path, stop: int | None = None, ckpt: str | None = None
-) -> list[tuple[int, float, float]]:
-    """Fit ``make()`` on digits -> digits-M (target train labels forbidden) for TOTAL steps; the rows."""
-    L.seed_everything(3, verbose=False)
-    data = DomainAdaptationDataModule(
-        DigitsDataModule(rgb=True, batch_size=32, seed=1),
-        DigitsMDataModule(batch_size=32, seed=1, train_subset=200),
-    )
-    data.setup("fit")
-    splits = data.target._splits
-    assert splits is not None
-    splits["train"] = LabelsForbidden(splits["train"])  # type: ignore[assignment]
-    record = Record(stop)
-    callbacks: list[Callback] = [record]
-    if stop is not None:
-        callbacks.append(
-            ModelCheckpoint(tmp_path, filename="{step}", every_n_train_steps=stop, save_top_k=-1)
-        )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=TOTAL,
-        limit_val_batches=0,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=stop is not None,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(make(), data, ckpt_path=ckpt)
-    return record.rows
-
-
-def assert_resumes_exactly(make: Callable[[], L.LightningModule], tmp_path: Path) -> None:
-    full = fit_adaptation(make, tmp_path)
-    assert len(full) == TOTAL and all(math.isfinite(loss) for _, _, loss in full)
-    head = fit_adaptation(make, tmp_path, stop=3)
-    tail = fit_adaptation(make, tmp_path, ckpt=str(tmp_path / "step=3.ckpt"))
-    assert head + tail == full  # coefficients and losses continue exactly
-
-
+# ---- training runs: no target labels, exact resume ------------------------------------------------
 def _cdan_e() -> CDAN:
     return CDAN(
         backbone=SmallConvNet(in_chans=3, channels=(4, 8)), conditioning="randomized", randomized_dim=64,

@@ -3,36 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from torch import Tensor, nn
+from _da_fit import TinyBackbone, assert_resumes_exactly
+from torch import nn
 
-from lightning_tl.datamodules import DigitsDataModule, DomainAdaptationDataModule
-from lightning_tl.datamodules.blended import DigitsMDataModule
 from lightning_tl.modules import DANN
 from lightning_tl.modules._dann_parts import dann_lr_factor
 from lightning_tl.nn import SmallConvNet, dann_coeff
 
 # training_step called directly, without a Trainer, logs nothing (Lightning warns so)
 pytestmark = pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
-
-
-class TinyBackbone(nn.Module):
-    """f = w . flatten(x): one feature, so every gradient can be written by hand."""
-
-    num_features = 1
-
-    def __init__(self, inputs: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(inputs, 1, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear(x.flatten(1))  # (B, 1)
 
 
 def _tiny_dann(coeff: float) -> DANN:
@@ -134,70 +117,23 @@ def test_lr_factor_follows_the_paper() -> None:
     assert dann_lr_factor(100, 100) == pytest.approx(11**-0.75)
 
 
-class Record(Callback):
-    """(global_step, coefficient, lrs, loss) of every training batch; stops after ``stop`` optimizer steps."""
-
-    def __init__(self, stop: int | None) -> None:
-        self.stop = stop
-        self.rows: list[tuple[int, float, tuple[float, ...], float]] = []
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        self._step = trainer.global_step  # before this batch's optimizer (and lr) step
-        self._lrs = tuple(g["lr"] for g in trainer.optimizers[0].param_groups)
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self.rows.append((self._step, float(pl_module.grl.coeff), self._lrs, float(outputs["loss"])))
-        if self.stop is not None and trainer.global_step >= self.stop:
-            trainer.should_stop = True
+TOTAL = 8
 
 
-def _fit(tmp_path: Path, accumulate: int, stop: int | None = None, ckpt: str | None = None) -> list[Any]:
-    L.seed_everything(3, verbose=False)
-    data = DomainAdaptationDataModule(
-        DigitsDataModule(rgb=True, batch_size=64, seed=1),
-        DigitsMDataModule(batch_size=64, seed=1, train_subset=500),
-    )
-    model = DANN(
+def _dann() -> DANN:
+    return DANN(
         backbone=SmallConvNet(in_chans=3, channels=(4, 8)), domain_hidden=(16,), domain_dropout=0.5,
         backbone_lr_mult=0.1, lr=0.05,
     )  # fmt: skip
-    record = Record(stop)
-    callbacks: list[Callback] = [record]
-    if stop is not None:
-        callbacks.append(
-            ModelCheckpoint(tmp_path, filename="{step}", every_n_train_steps=stop, save_top_k=-1)
-        )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=TOTAL,
-        accumulate_grad_batches=accumulate,
-        limit_val_batches=0,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=stop is not None,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, data, ckpt_path=ckpt)
-    return record.rows
-
-
-TOTAL = 8
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])
 def test_coefficient_and_lr_follow_true_progress_and_resume_exactly(tmp_path: Path, accumulate: int) -> None:
-    full = _fit(tmp_path, accumulate)
-    total = TOTAL
-    assert len(full) == total * accumulate  # 1,257 source images: 20 batches per epoch
+    # 1,257 source images: 20 batches per epoch; the resumed run continues every row exactly
+    fit = {"total": TOTAL, "accumulate": accumulate, "batch_size": 64, "target_images": 500}
+    full = assert_resumes_exactly(_dann, tmp_path, **fit)
     for i, (step, coeff, lrs, _) in enumerate(full):
         assert step == i // accumulate  # global_step counts optimizer steps
-        assert coeff == pytest.approx(dann_coeff(step / total))  # same on every micro-batch
-        assert lrs[-1] == pytest.approx(0.05 * dann_lr_factor(step, total))  # heads at lr
-        assert lrs[0] == pytest.approx(0.005 * dann_lr_factor(step, total))  # backbone at lr * 0.1
-    stop = 3
-    head = _fit(tmp_path, accumulate, stop=stop)
-    tail = _fit(tmp_path, accumulate, ckpt=str(tmp_path / f"step={stop}.ckpt"))
-    assert head + tail == full  # coefficients, learning rates and losses continue exactly
+        assert coeff == pytest.approx(dann_coeff(step / TOTAL))  # same on every micro-batch
+        assert lrs[-1] == pytest.approx(0.05 * dann_lr_factor(step, TOTAL))  # heads at lr
+        assert lrs[0] == pytest.approx(0.005 * dann_lr_factor(step, TOTAL))  # backbone at lr * 0.1
