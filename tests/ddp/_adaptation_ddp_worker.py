@@ -1,7 +1,7 @@
-"""Worker for test_adaptation_ddp: a few CDAN / MCC steps on digits -> digits-M, then validation.
+"""Worker for test_adaptation_ddp: a few DANN / CDAN / MCC steps on digits -> digits-M, then validation.
 
-``python _adaptation_ddp_worker.py METHOD RUN DEVICES OUT_DIR``; METHOD is ``cdan`` (multilinear
-conditioning, per-example losses) or ``mcc_cdan_e`` (MCC + CDAN+E with the randomized map: batch-level
+``python _adaptation_ddp_worker.py METHOD RUN DEVICES OUT_DIR``; METHOD is ``dann``, ``cdan`` (multilinear
+conditioning; both per-example losses) or ``mcc_cdan_e`` (MCC + CDAN+E with the randomized map: batch-level
 terms). RUN ``global`` trains the module as it is; ``per_rank`` (one process) computes every loss
 term on the two halves that 2 DDP ranks would see (positions ``r::2`` of the global batch: each
 rank's SeededSamplers take positions ``rank::2`` with half the batch size) and averages them: what
@@ -21,7 +21,7 @@ from torch import Tensor
 
 from lightning_tl.datamodules import DigitsDataModule, DomainAdaptationDataModule
 from lightning_tl.datamodules.blended import DigitsMDataModule
-from lightning_tl.modules import CDAN, MCC
+from lightning_tl.modules import CDAN, DANN, MCC
 from lightning_tl.nn import SmallConvNet
 
 GLOBAL_BATCH = 32
@@ -54,6 +54,8 @@ def build(method: str, run: str) -> L.LightningModule:
         "domain_dropout": 0.0,
         "lr": 0.05,
     }
+    if method == "dann":
+        return DANN(**common)
     if method == "cdan":
         return CDAN(conditioning="multilinear", **common)
     cls = PerRankMCC if run == "per_rank" else MCC

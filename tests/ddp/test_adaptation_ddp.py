@@ -1,10 +1,12 @@
-"""CDAN and MCC on 2 gloo processes (strategy="ddp").
+"""DANN, CDAN and MCC on 2 gloo processes (strategy="ddp").
 
-CDAN's losses are per example: the DDP run equals the single-process run on the global batch, as
-DANN's does. CDAN+E's weight normalisation and MCC's class-confusion matrix are statistics of each
-rank's batch (the papers define them per mini-batch): the DDP run equals one process that computes
-those terms on each rank's half of the global batch and averages them (DDP averages the per-rank
-gradients), and differs from the global-batch run.
+DANN's and CDAN's losses are per example: the DDP run equals the single-process run on the global batch
+(the same global batches; the mean gradient over ranks is the global-batch gradient; the reversal
+schedule counts global optimizer steps; validation metrics are synced over ranks). CDAN+E's weight
+normalisation and MCC's class-confusion matrix are statistics of each rank's batch (the papers define
+them per mini-batch): the DDP run equals one process that computes those terms on each rank's half of
+the global batch and averages them (DDP averages the per-rank gradients), and differs from the
+global-batch run.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> f
 
 
 @pytest.mark.ddp
-@pytest.mark.parametrize(("method", "reference"), [("cdan", "global"), ("mcc_cdan_e", "per_rank")])
+@pytest.mark.parametrize(
+    ("method", "reference"), [("dann", "global"), ("cdan", "global"), ("mcc_cdan_e", "per_rank")]
+)
 def test_ddp_equals_single_process_with_per_rank_batch_terms(
     method: str, reference: str, tmp_path: Path, run_script: RunScript
 ) -> None:
