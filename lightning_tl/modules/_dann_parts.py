@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
 
 def dann_lr_factor(step: int, total_steps: int, alpha: float = 10.0, beta: float = 0.75) -> float:
@@ -31,21 +31,6 @@ class DANNAnnealing:
 
     def __call__(self, step: int) -> float:
         return dann_lr_factor(step, self.total_steps, self.alpha, self.beta)
-
-
-def check_backbone_module(backbone: nn.Module, in_channels: int) -> None:
-    """A module used as backbone must expose ``num_features`` and take ``in_channels`` channels."""
-    if not isinstance(getattr(backbone, "num_features", None), int):
-        raise ValueError(
-            f"a backbone module must have an int attribute num_features (its feature width); "
-            f"{type(backbone).__name__} has none. Wrap it, or pass a create_backbone name"
-        )
-    first = next((m for m in backbone.modules() if isinstance(m, nn.Conv2d)), None)
-    if first is not None and first.in_channels != in_channels:
-        raise ValueError(
-            f"the backbone's first convolution takes {first.in_channels} channels but the data has "
-            f"{in_channels}; set the backbone's in_chans: {in_channels}"
-        )
 
 
 def split_domain_batch(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -26,7 +26,8 @@ class ImageClassifier(FineTuneModule):
     """A backbone from :func:`~lightning_tl.backbones.create_backbone` plus a new :class:`LinearHead`.
 
     Args:
-        backbone: ``create_backbone`` name (``"resnet18"``, ``"timm/resnet26"``).
+        backbone: ``create_backbone`` name (``"resnet18"``, ``"timm/resnet26"``) or a module with
+            ``num_features`` (see :class:`~lightning_tl.modules.BackboneModule`).
         num_classes: linked from the datamodule by the CLI.
         lr: base learning rate: the head's; under a FreezeSchedule lower groups get
             ``lr * lr_decay ** distance``.
@@ -38,7 +39,7 @@ class ImageClassifier(FineTuneModule):
 
     def __init__(
         self,
-        backbone: str = "resnet18",
+        backbone: str | nn.Module = "resnet18",
         *,
         num_classes: int = 10,
         lr: float = 0.05,

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,21 +20,16 @@ from torchmetrics import Metric
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
 from lightning_tl.heads import DomainClassifier, LinearHead, ProjectionHead, mlp_blocks
-from lightning_tl.modules._dann_parts import (
-    DANNAnnealing,
-    check_backbone_module,
-    split_domain_batch,
-)
+from lightning_tl.modules._dann_parts import DANNAnnealing, split_domain_batch
 from lightning_tl.modules._optim import check_optimizer_name, timm_optimizer
-from lightning_tl.modules._pretrained import DataMismatchCheck, make_backbone
-from lightning_tl.modules._rng import RNGCheckpoint
+from lightning_tl.modules.backbone_module import BackboneModule
 from lightning_tl.nn.grl import GradientReversal, check_gamma
 from lightning_tl.optim import param_groups, warmup_cosine_scheduler
 
 EVAL_DOMAINS = ("source", "target")
 
 
-class DANN(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
+class DANN(BackboneModule):
     """Unsupervised domain adaptation with a gradient reversal layer; ``adversarial=False``: source only.
 
     Training batches are ``{"source": (x_s, y_s), "target": x_t}`` from a
@@ -61,11 +55,7 @@ class DANN(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
     Args:
         backbone: a ``create_backbone`` name or a module with ``num_features`` (e.g.
             :class:`~lightning_tl.nn.SmallConvNet`, the paper's MNIST feature extractor).
-        backbone_kwargs, pretrained, small_input: passed to ``create_backbone`` (name only), as in
-            :class:`~lightning_tl.modules.SimCLR`: ``pretrained`` is None/False, True (hub weights),
-            a torchvision weights name or a local file; ``small_input`` None follows the weights
-            (True without weights).
-        in_channels, num_classes: linked from the datamodule by the CLI.
+        num_classes: linked from the datamodule by the CLI.
         classifier_hidden: hidden widths of the label classifier (empty: linear).
         domain_hidden, domain_dropout: the :class:`~lightning_tl.heads.DomainClassifier`.
         adversarial: train the domain classifier through the reversal layer (False: source only).
@@ -80,15 +70,14 @@ class DANN(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
             "constant".
         lr_alpha, lr_beta: the annealing's alpha = 10 and beta = 0.75.
         weight_decay, momentum: of the optimizer (no weight decay on 1-D parameters).
+        **kwargs: the rest of the backbone's (``backbone_kwargs``, ``pretrained``, ``small_input``,
+            ``in_channels``): see :class:`~lightning_tl.modules.BackboneModule`.
     """
 
     def __init__(
         self,
         backbone: str | nn.Module = "resnet18",
-        backbone_kwargs: dict[str, Any] | None = None,
-        pretrained: bool | str | None = None,
-        small_input: bool | None = None,
-        in_channels: int = 3,
+        *,
         num_classes: int = 10,
         classifier_hidden: Sequence[int] = (),
         domain_hidden: Sequence[int] = (1024, 1024),
@@ -105,8 +94,8 @@ class DANN(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
         lr_beta: float = 0.75,
         weight_decay: float = 5e-4,
         momentum: float = 0.9,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
         if not lr > 0 or not backbone_lr_mult >= 0:
             raise ValueError(
                 f"need lr > 0 and backbone_lr_mult >= 0, got lr={lr}, backbone_lr_mult={backbone_lr_mult}"
@@ -120,13 +109,8 @@ class DANN(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
         if domain_loss_weight < 0:
             raise ValueError(f"domain_loss_weight must be >= 0, got {domain_loss_weight}")
         check_optimizer_name(optimizer)
-        self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
-        if isinstance(backbone, nn.Module):
-            check_backbone_module(backbone, in_channels)
-            self.backbone = backbone
-        else:
-            self.backbone = make_backbone(backbone, backbone_kwargs, pretrained, small_input, in_channels)
-        width = int(self.backbone.num_features)  # type: ignore[arg-type]
+        super().__init__(backbone=backbone, **kwargs)
+        width = self.backbone.num_features
         if classifier_hidden:
             dims = [width, *classifier_hidden, num_classes]
             self.classifier: nn.Module = ProjectionHead(mlp_blocks(dims, hidden_norm=False))

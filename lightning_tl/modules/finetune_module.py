@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from torch import nn
+
 from lightning_tl.modules._optim import WarmupCosineOptimizer, check_optimizer_name
 from lightning_tl.modules._pretrained import warn_random_backbone
 from lightning_tl.modules.backbone_module import BackboneModule
@@ -30,7 +32,7 @@ class FineTuneModule(WarmupCosineOptimizer, BackboneModule):
         warmup_epochs: linear warm-up before a per-step cosine decay to 0; may be fractional.
         **kwargs: the backbone (``backbone``, ``backbone_kwargs``, ``pretrained``, ``small_input``,
             ``in_channels``): see :class:`~lightning_tl.modules.BackboneModule`. ``pretrained=None``
-            warns: fine-tuning a random backbone is rarely what you want.
+            with a backbone name warns: fine-tuning a random backbone is rarely what you want.
     """
 
     optimizer: str
@@ -54,5 +56,5 @@ class FineTuneModule(WarmupCosineOptimizer, BackboneModule):
         check_optimizer_name(optimizer)  # a typo fails here, not at the first configure_optimizers
         super().__init__(**kwargs)
         self.keep_optimizer_settings(optimizer, lr, weight_decay, momentum, warmup_epochs)
-        if kwargs.get("pretrained") is None:
+        if kwargs.get("pretrained") is None and not isinstance(kwargs.get("backbone"), nn.Module):
             warn_random_backbone(type(self).__name__, *self.random_backbone, stacklevel=4)
