@@ -76,7 +76,8 @@ class FreezeSchedule(Callback):
             ``["encoder.0.*", "encoder.1.*", "*"]``); default: found from the module's ``backbone``.
         lr_decay: layer-wise decay: group lr = base lr * lr_decay ** (distance from head).
         warmup_steps: linear warm-up of a newly unfrozen group's lr over this many optimizer steps
-            (param groups with parameters the strategy trained from the start keep their lr).
+            (param groups with parameters that trained from the start keep their lr: the strategy's, and
+            BatchNorm's under ``train_bn``).
         train_bn: keep BatchNorm of frozen groups in train mode with trainable affine parameters.
             Otherwise their running statistics stay fixed, also when a strategy trains their affine
             parameters (``"bitfit"``, ``"norm_only"``).
@@ -153,6 +154,7 @@ class FreezeSchedule(Callback):
         self._names: list[list[str]] = []
         self._module: nn.Module | None = None
         self._bn: list[tuple[_BatchNorm, int]] = []
+        self._bn_ids: set[int] = set()
         self.resolved_strategy: str | None = None
         self.trainable: list[bool] = []  # per layer group: trains as a whole
         self.extra_params: list[str] = []  # parameters of frozen groups the strategy trains (BitFit's biases)
@@ -185,6 +187,7 @@ class FreezeSchedule(Callback):
                 index = group_index(f"{name}.{state[0]}", groups) if state else None
                 if index is not None:
                     self._bn.append((m, index))
+        self._bn_ids = {id(p) for bn, _ in self._bn for p in bn.parameters(recurse=False)}
         return groups
 
     def param_groups(self, module: nn.Module, lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
@@ -381,9 +384,17 @@ class FreezeSchedule(Callback):
         start = self.unfrozen_at.get(group.get("layer_group", ""))
         if start is None or self.warmup_steps == 0 or self._trainer is None:
             return 1.0
-        if self._extra_ids and any(id(p) in self._extra_ids for p in group["params"]):
-            return 1.0  # trained from the start (BitFit's biases): no second warm-up when the group unfreezes
+        always = self._always_trained()
+        if any(id(p) in always for p in group["params"]):
+            # trained from the start (BitFit's biases, BatchNorm under train_bn): no second warm-up when
+            # the group unfreezes
+            return 1.0
         return min(1.0, (self._trainer.global_step - start + 1) / self.warmup_steps)
+
+    def _always_trained(self) -> set[int]:
+        """Ids of the parameters of frozen groups that train all along: the strategy's extra ones and, with
+        ``train_bn``, the BatchNorm affine parameters."""
+        return self._extra_ids | self._bn_ids if self.train_bn else self._extra_ids
 
     def effective_lrs(self) -> dict[str, float]:
         """Each layer group's lr in the next optimizer step: scheduler's value x (0 frozen, warm-up, 1).

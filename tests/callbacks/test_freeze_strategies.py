@@ -209,6 +209,25 @@ def test_bitfit_biases_get_layerwise_lrs_and_no_second_warmup() -> None:
     assert torch.equal(model.backbone[0][1].weight, UserNet().backbone[0][1].weight)
 
 
+def test_train_bn_scales_keep_their_lr_when_their_group_unfreezes() -> None:
+    """Under train_bn the BatchNorm scales of frozen groups train from the first step; when their group
+    unfreezes only its weights warm up (the 1-D group of biases and BN scales keeps its lr, as BitFit's)."""
+    model, steps = UserNet(lr=0.8), Steps()
+    freeze = FreezeSchedule(
+        "linear_probe", unfreeze={2: 1}, interval="step", lr_decay=0.5, warmup_steps=4, train_bn=True
+    )
+    fit(model, [freeze, steps], max_steps=7, max_epochs=2)
+    for step, lrs in enumerate(steps.lrs):
+        assert lrs[1::2][:3] == [0.8 * 0.5**3, 0.8 * 0.5**2, 0.8 * 0.5]  # BN scales: layer-wise, always
+        warm = 0.0 if step < 2 else min(1.0, (step - 2 + 1) / 4)
+        assert lrs[0:4:2] == [0.0, 0.0] and lrs[4] == pytest.approx(0.8 * 0.5 * warm, rel=1e-12, abs=0)
+    assert steps.bn_training == [[True] * 3] * 7
+    without = FreezeSchedule("linear_probe", unfreeze={2: 1}, interval="step", lr_decay=0.5, warmup_steps=4)
+    plain = Steps()
+    fit(UserNet(lr=0.8), [without, plain], max_steps=7, max_epochs=2)
+    assert plain.lrs[2][5] == pytest.approx(0.8 * 0.5 / 4)  # without train_bn the 1-D group warms up too
+
+
 def run_for_resume(
     tmp_path: Path, max_epochs: int, ckpt: str | None = None
 ) -> tuple[UserNet, Steps, Trainer]:
