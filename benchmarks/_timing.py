@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> float:
@@ -19,7 +19,9 @@ def median_seconds(fn: Callable[[], object], repeats: int = 10, warmup: int = 2)
     return statistics.median(times)
 
 
-def interleaved_medians(fns: list[Callable[[], object]], repeats: int = 10, warmup: int = 2) -> list[float]:
+def interleaved_medians(
+    fns: Sequence[Callable[[], object]], repeats: int = 10, warmup: int = 2
+) -> list[float]:
     """Median wall time of each of ``fns``, called in turn each round, after ``warmup`` rounds."""
     times: list[list[float]] = [[] for _ in fns]
     for round_ in range(warmup + repeats):
@@ -31,7 +33,7 @@ def interleaved_medians(fns: list[Callable[[], object]], repeats: int = 10, warm
     return [statistics.median(t) for t in times]
 
 
-def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

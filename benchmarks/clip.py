@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,22 @@ from lightning_tl.modules import CLIP
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes/clip/fashion_mnist_tiny.yaml"
 TEMPLATES = ["a photo of a {}.", "a photo of the {}.", "an image of a {}."]
-TINY = {
+
+
+class TinyCLIPSettings(TypedDict):
+    """The ``CLIP`` arguments of the tiny recipe's towers."""
+
+    image_backbone: str
+    backbone_kwargs: dict[str, Any]
+    in_channels: int
+    embed_dim: int
+    text_width: int
+    text_layers: int
+    text_heads: int
+    context_length: int
+
+
+TINY: TinyCLIPSettings = {
     "image_backbone": "timm/resnet18",
     "backbone_kwargs": {"channels": [16, 32, 64, 128], "stem_width": 16},
     "in_channels": 1,

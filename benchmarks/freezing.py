@@ -24,8 +24,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import torch
 from lightning.pytorch import Callback, Trainer
@@ -45,9 +46,19 @@ LABELS = (100, 1_000, 10_000)
 # (sized so the whole table fits ~10 minutes on 2 CPU cores)
 BUDGET = {100: (20, 32), 1_000: (30, 64), 10_000: (40, 128)}
 TEST_IMAGES = 1_000
+
+
+class OptimizerSettings(TypedDict):
+    """``ImageClassifier``'s optimizer arguments."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+
+
 # AdamW at one lr for every strategy and for pre-training: adaptive steps keep a fixed, untuned lr fair
 # to both a linear probe and full fine-tuning (SGD at lr 0.02 left the 20-step probes under-trained)
-OPTIMIZER = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0}
+OPTIMIZER: OptimizerSettings = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0}
 
 warnings.filterwarnings("ignore", message=".*randomly initialised.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -105,7 +116,8 @@ def pretrain(path: str, images: int = 5_000, epochs: int = 1) -> float:
 
 def strategy_callback(name: str, steps: int) -> FreezeSchedule:
     if name == "gradual":  # ULMFiT-style: one group per fifth of the run from the top, layer-wise lrs
-        milestones = {steps * k // 5: 1 for k in (1, 2, 3)} | {steps * 4 // 5: "all"}
+        milestones: dict[int, int | str | list[str]] = {steps * k // 5: 1 for k in (1, 2, 3)}
+        milestones[steps * 4 // 5] = "all"
         return FreezeSchedule(
             "linear_probe", unfreeze=milestones, interval="step", lr_decay=0.5, warmup_steps=5
         )
@@ -125,7 +137,7 @@ def finetune(
         small_input=True,
         in_channels=1,
         num_classes=5,
-        **{**OPTIMIZER, **({"lr": lr} if lr else {})},
+        **((OPTIMIZER | {"lr": lr}) if lr is not None else OPTIMIZER),
     )
     freeze = strategy_callback(strategy, steps)
     trainer = cpu_trainer(max_steps=steps, max_epochs=-1, callbacks=[freeze])
@@ -152,7 +164,7 @@ def run_transfer() -> str:
             # "auto": the rule FreezeSchedule("auto") applies to this train split (same function, same
             # counts); its run is the identical, seeded run of the strategy it picks, so it is not repeated
             data = FashionMNISTClasses(TARGET, image_size=SIZE, val_size=1000, train_subset=labels)
-            chosen = choose_strategy(len(data.labelled_dataset("train")), data.num_classes)
+            chosen = choose_strategy(len(cast(Sized, data.labelled_dataset("train"))), data.num_classes)
             row.append(f"{chosen} ({accs[chosen]:.3f})")
             rows.append(row)
     minutes = (time.perf_counter() - start) / 60

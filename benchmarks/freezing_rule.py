@@ -32,8 +32,9 @@ import statistics
 import time
 import warnings
 from collections import Counter
+from collections.abc import Mapping, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils.data import DataLoader
@@ -139,7 +140,7 @@ def source_checkpoint() -> tuple[str, float, float]:
 
 def finetune(path: str, target: str, per_class: int, seed: int, strategy: str, lr: float) -> ImageClassifier:
     data = target_data(target, per_class, seed)
-    steps, data.batch_size = steps_and_batch(len(data.labelled_dataset("train")))
+    steps, data.batch_size = steps_and_batch(len(cast(Sized, data.labelled_dataset("train"))))
     torch.manual_seed(seed)
     model = ImageClassifier(
         **NET, pretrained=path, num_classes=data.num_classes, optimizer="adamw", lr=lr, weight_decay=0.0
@@ -167,7 +168,7 @@ def select_and_test(
         "per_class": per_class,
         "seed": seed,
         "strategy": strategy,
-        "labels": len(data.labelled_dataset("train")),
+        "labels": len(cast(Sized, data.labelled_dataset("train"))),
         "num_classes": data.num_classes,
         "lr": best,
         "val": val[best],
@@ -191,7 +192,7 @@ def _cell(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f} ± {100 * spread:.1f}"
 
 
-def _run_pass(path: str, results: Path, grid: dict[str, tuple[float, ...]]) -> dict[tuple[Any, ...], Any]:
+def _run_pass(path: str, results: Path, grid: Mapping[str, tuple[float, ...]]) -> dict[tuple[Any, ...], Any]:
     """Every (target, size, seed, strategy) of the table at ``grid``'s lrs; resumes from ``results``."""
     done = _load(results)
     for target in TARGETS:

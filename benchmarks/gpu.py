@@ -183,7 +183,11 @@ def step_throughput(configs: tuple[tuple[str, int, int, bool], ...] | None = Non
         spec = SimCLRViews(jitter_strength=1.0).specs(size, 3)[0]
         make = BatchViews([spec, spec], 3, IMAGENET_MEAN, IMAGENET_STD, dtype=torch.bfloat16)
         images = photo_crops(batch, size).to(DEVICE)
-        views_s = _cuda_seconds(lambda make=make, images=images: make(images, 0))
+
+        def make_views(make: BatchViews = make, images: Tensor = images) -> list[Tensor]:
+            return make(images, 0)
+
+        views_s = _cuda_seconds(make_views)
         for mode in ("float32", "bf16 autocast", "bf16 autocast + channels_last"):
             fmt = torch.channels_last if "channels_last" in mode else torch.contiguous_format
             model.to(memory_format=fmt)

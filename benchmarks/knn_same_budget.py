@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sized
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -82,7 +83,8 @@ def _features(encode: Any, dataset: Any, indices: list[int]) -> tuple[Tensor, Te
 def _knn_accuracy(module: nn.Module, data: FashionMNISTDataModule, n_bank: int, n_test: int) -> float:
     module.eval()
     encode = module.encode  # type: ignore[operator]
-    train, test = data.labelled_dataset("train"), data.labelled_dataset("test")
+    train = cast(Sized, data.labelled_dataset("train"))
+    test = cast(Sized, data.labelled_dataset("test"))
     bank, bank_y = _features(encode, train, list(range(0, len(train), len(train) // n_bank))[:n_bank])
     query, query_y = _features(encode, test, list(range(0, len(test), len(test) // n_test))[:n_test])
     predicted = knn_predict(query, bank, bank_y, num_classes=10, k=200, temperature=0.1)

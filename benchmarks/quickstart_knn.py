@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning.pytorch import Callback
+
 from benchmarks._timing import markdown_table
 from lightning_tl.callbacks import KNNMonitor
 from lightning_tl.cli import build_cli
@@ -52,7 +54,10 @@ def run_seed(seed: int, extra_args: Sequence[str] = ()) -> tuple[dict[str, Split
         minutes = (time.perf_counter() - start) / 60
     results: dict[str, SplitResult] = {}
     epochs = 0
-    for monitor in (c for c in cli.trainer.callbacks if isinstance(c, KNNMonitor)):
+    # Trainer.callbacks is assigned in Trainer.__init__ (by its CallbackConnector) but not declared on the
+    # class, so mypy cannot see it
+    callbacks: list[Callback] = cli.trainer.callbacks  # type: ignore[attr-defined]
+    for monitor in (c for c in callbacks if isinstance(c, KNNMonitor)):
         size = len(cli.datamodule.labelled_dataset(monitor.eval_split))
         history = dict(monitor.history)
         epochs = max(history) + 1

@@ -27,21 +27,31 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 import torchvision
 
 from benchmarks._timing import markdown_table
-from benchmarks.freezing import SOURCE, TARGET, FashionMNISTClasses, cpu_trainer
+from benchmarks.freezing import SOURCE, TARGET, FashionMNISTClasses, OptimizerSettings, cpu_trainer
 from lightning_tl.callbacks import FreezeSchedule
 from lightning_tl.datamodules import DigitsDataModule, MultiDomainDataModule, VisionDataModule
 from lightning_tl.modules import AdapterResNet, ImageClassifier
 from lightning_tl.nn import inject_adapters, merge_adapters, set_domain
+from lightning_tl.nn.adapters import AdapterKind
 
 SIZE = 16
-BACKBONE = {"backbone": "timm/resnet18", "backbone_kwargs": {"channels": [16, 32, 64, 128]}}
-OPTIMIZER = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0}
+
+
+class BackboneSettings(TypedDict):
+    """The backbone arguments of ``ImageClassifier`` and ``AdapterResNet``."""
+
+    backbone: str
+    backbone_kwargs: dict[str, Any]
+
+
+BACKBONE: BackboneSettings = {"backbone": "timm/resnet18", "backbone_kwargs": {"channels": [16, 32, 64, 128]}}
+OPTIMIZER: OptimizerSettings = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0}
 STEPS, BATCH = 250, 32
 TEST_BATCH, TEST_IMAGES = 250, 1_000
 
@@ -97,7 +107,9 @@ def baseline(path: str, data: VisionDataModule, probe: bool) -> float:
     return _test(model, data)["test_acc"]
 
 
-def adapters(path: str, domains: dict[str, VisionDataModule], kind: str) -> tuple[dict[str, float], float]:
+def adapters(
+    path: str, domains: dict[str, VisionDataModule], kind: AdapterKind
+) -> tuple[dict[str, float], float]:
     """Per-domain test accuracy of one multi-domain AdapterResNet, and one domain's parameter share."""
     torch.manual_seed(0)
     data = MultiDomainDataModule(domains)
@@ -129,7 +141,7 @@ def run() -> str:
                 acc[name][f"{kind} adapters"] = value
             print(f"{kind}: {per_domain}", file=sys.stderr, flush=True)
     columns = ["linear probe", "full fine-tuning", "series adapters", "parallel adapters"]
-    rows: list[list[object]] = [[d] + [f"{acc[d][c]:.3f}" for c in columns] for d in acc]
+    rows: list[list[str]] = [[d] + [f"{acc[d][c]:.3f}" for c in columns] for d in acc]
     rows.append(
         [
             "params / domain (% of backbone)",

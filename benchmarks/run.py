@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from collections.abc import Callable
 
 import torch
 
@@ -40,7 +41,7 @@ from benchmarks import (
     views_threads,
 )
 
-TABLES = {
+TABLES: dict[str, Callable[[], str]] = {
     "overhead": simclr_overhead.run,
     "augment": augmentation_throughput.run,
     "views_threads": views_threads.run,

@@ -26,8 +26,9 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from lightning.pytorch import Callback, Trainer
@@ -161,7 +162,7 @@ def run() -> str:
                 else:
                     row.append("not run (time limit)")
             split = _data(TARGET, labels, 64)
-            chosen = choose_strategy(len(split.labelled_dataset("train")), split.num_classes)
+            chosen = choose_strategy(len(cast(Sized, split.labelled_dataset("train"))), split.num_classes)
             row.append(f"{chosen} ({best[chosen]:.3f})" if chosen in best else chosen)
             rows.append(row)
     minutes = (time.perf_counter() - start) / 60
