@@ -10,6 +10,7 @@ import torch
 from _ssl_fit import data, trainer
 from torch import nn
 
+from lightning_tl.cli import build_cli
 from lightning_tl.modules import DANN, BackboneModule, ImageClassifier, MoCo, SimCLR
 from lightning_tl.nn import SmallConvNet
 
@@ -58,3 +59,16 @@ def test_a_module_with_create_backbone_settings_is_refused(method: type[Backbone
 def test_model_kwargs_is_named_backbone_kwargs_everywhere(method: type[BackboneModule]) -> None:
     with pytest.raises(TypeError, match=f"{method.__name__} has no argument 'model_kwargs' any more"):
         method(backbone="resnet18", pretrained=False, model_kwargs={"width_per_group": 32})
+
+
+def test_a_recipe_takes_a_backbone_module_by_class_path(tmp_path: Path) -> None:
+    net = "{'class_path': 'lightning_tl.nn.SmallConvNet', 'init_args': {'in_chans': 1, 'channels': [4, 8]}}"
+    recipe = Path(__file__).resolve().parents[2] / "recipes/simclr/digits.yaml"
+    args = ["fit", "--config", str(recipe), f"--model.init_args.backbone={net}"]
+    run = ["--trainer.fast_dev_run=1", f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks=[]"]
+    with pytest.raises(ValueError, match=r"backbone_kwargs=.*small_input=True configure create_backbone"):
+        build_cli([*args, *run])  # the recipe's create_backbone settings are named, not dropped silently
+    unset = ["--model.init_args.backbone_kwargs=null", "--model.init_args.small_input=null"]
+    cli = build_cli([*args, *unset, *run])
+    assert isinstance(cli.model, SimCLR) and isinstance(cli.model.backbone, SmallConvNet)
+    assert cli.model.backbone.num_features == 8 * 4 * 4 and "backbone" not in cli.model.hparams  # 8 maps, 4x4
