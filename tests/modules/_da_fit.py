@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from lightning_tl.datamodules import DigitsDataModule, DomainAdaptationDataModule
 from lightning_tl.datamodules.blended import DigitsMDataModule
+from lightning_tl.datamodules.domain import UnlabelledImages
 
 
 class TinyBackbone(nn.Module):
@@ -36,17 +37,8 @@ Y_S = torch.tensor([0, 1])
 X_T = torch.tensor([[2.0, 0.0, -1.0], [1.0, 1.0, 1.0], [-0.5, 0.5, 0.0]]).view(3, 3, 1, 1)
 
 
-class LabelsForbidden:
+class LabelsForbidden(UnlabelledImages):
     """A target train split whose labels must not be read."""
-
-    def __init__(self, source: Any) -> None:
-        self.source = source
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def image(self, index: int) -> Tensor:
-        return self.source.image(index)
 
     def label(self, index: int) -> int:
         raise AssertionError("a target train label was read")
