@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning_tl.unexpected_args import refuse_unexpected_args
+
 _VIEWS = "views: {class_path: lightning_tl.augment.SimCLRViews, init_args: {%s: ...}}"
 _AUGMENT = "augment: {class_path: lightning_tl.augment.SupervisedAugment, init_args: {%s: ...}}"
 _CAPTIONS = "(ImageTextDataModule) dataset: {class_path: lightning_tl.datamodules.%s, init_args: {%%s: ...}}"
@@ -45,16 +47,9 @@ MOVED: dict[str, str] = {
 }
 
 
-def moved_message(owner: str, key: str) -> str:
-    """``owner``'s argument ``key`` moved: where to set it now."""
-    return f"{owner} has no argument {key!r} any more; set it as {MOVED[key]}"
+_HINTS = {key: f"set it as {place}" for key, place in MOVED.items()}
 
 
 def check_removed_args(owner: str, removed: dict[str, Any]) -> None:
     """Raise TypeError for keyword arguments ``owner`` does not take, naming the new key of moved ones."""
-    if not removed:
-        return
-    key = sorted(removed)[0]
-    if key in MOVED:
-        raise TypeError(moved_message(owner, key))
-    raise TypeError(f"{owner} got an unexpected keyword argument {key!r}")
+    refuse_unexpected_args(owner, removed, _HINTS)

@@ -18,22 +18,11 @@ from torch import nn
 from lightning_tl.backbones import Backbone
 from lightning_tl.modules._pretrained import DataMismatchCheck, make_backbone
 from lightning_tl.modules._rng import RNGCheckpoint
+from lightning_tl.unexpected_args import refuse_unexpected_args
 
 #: Module arguments that were renamed: old name -> the name to use.
 RENAMED: dict[str, str] = {"model_kwargs": "backbone_kwargs"}
-
-
-def check_renamed_args(owner: str, removed: dict[str, Any]) -> None:
-    """Raise TypeError for keyword arguments ``owner`` does not take, naming the new name of renamed ones."""
-    if not removed:
-        return
-    key = sorted(removed)[0]
-    if key in RENAMED:
-        raise TypeError(
-            f"{owner} has no argument {key!r} any more; it is called {RENAMED[key]!r}: pass "
-            f"{RENAMED[key]}={removed[key]!r}"
-        )
-    raise TypeError(f"{owner} got an unexpected keyword argument {key!r}")
+_HINTS = {old: f"it is called {new!r}" for old, new in RENAMED.items()}
 
 
 def check_backbone_module(backbone: nn.Module, in_channels: int, settings: dict[str, Any]) -> None:
@@ -96,7 +85,7 @@ class BackboneModule(DataMismatchCheck, RNGCheckpoint, L.LightningModule):
         **removed: Any,
     ) -> None:
         super().__init__()
-        check_renamed_args(type(self).__name__, removed)
+        refuse_unexpected_args(type(self).__name__, removed, _HINTS)
         if isinstance(backbone, nn.Module):
             named = {"backbone_kwargs": backbone_kwargs, "pretrained": pretrained, "small_input": small_input}
             settings = {k: v for k, v in named.items() if v not in (None, False, {})}
